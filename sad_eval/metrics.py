@@ -1,0 +1,147 @@
+"""Evaluation metrics (SAD paper, Appendix C). One definition each; every table calls these.
+
+Choices where the paper is silent (docs/metrics.md):
+- Tokens for ARL and CoT match come from a fixed word tokenizer (``\\w+|[^\\w\\s]``, lower-cased)
+  so numbers compare across students with different vocabularies; a HF tokenizer may be passed.
+- Only the reasoning text itself counts, not the ``Reasoning:`` marker.
+- Errored episodes (env/server failures, ``status == "error"``) are not task failures: they are
+  left out of every metric and counted in ``errored``.
+- CoT match pairs episodes by (env, task_id); a teacher with several samples per task is
+  represented by its first sample. Unpaired student episodes are left out and ``cot_pairs``
+  says how many were paired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from statistics import mean
+from typing import Callable, Iterable, Sequence
+
+from sad_eval.trajectory import Episode
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+Tokenize = Callable[[str], list[str]]
+
+
+def word_tokens(text: str) -> list[str]:
+    """The default metric tokenizer: words and single punctuation marks, lower-cased."""
+    return _WORD.findall(text.lower())
+
+
+def hf_tokenize(tokenizer) -> Tokenize:
+    """Use a Hugging Face tokenizer's token strings instead of words."""
+    return lambda text: tokenizer.tokenize(text)
+
+
+def _ok(episodes: Iterable[Episode]) -> list[Episode]:
+    return [e for e in episodes if e.status != "error"]
+
+
+def reasoning_tokens(episode: Episode, tokenize: Tokenize = word_tokens) -> list[str]:
+    """All reasoning tokens of an episode, turn after turn (the REASON spans' bodies)."""
+    return [t for s in episode.steps for t in tokenize(s.reasoning or "")]
+
+
+def task_success_rate(episodes: Sequence[Episode]) -> float:
+    """TSR = successful episodes / episodes, in percent."""
+    eps = _ok(episodes)
+    return 100.0 * sum(e.success for e in eps) / len(eps) if eps else float("nan")
+
+
+def average_reasoning_length(episodes: Sequence[Episode], tokenize: Tokenize = word_tokens) -> float:
+    """ARL = mean over episodes of the number of reasoning tokens in the episode."""
+    eps = _ok(episodes)
+    return mean(len(reasoning_tokens(e, tokenize)) for e in eps) if eps else float("nan")
+
+
+def cot_overlap(student: Sequence[str], teacher: Sequence[str]) -> float:
+    """|R_s ∩ R_t| / |R_t| with multiset (clipped-count) intersection; 0 when the teacher has none."""
+    if not teacher:
+        return 0.0
+    inter = Counter(student) & Counter(teacher)
+    return sum(inter.values()) / len(teacher)
+
+
+def cot_match_rate(students: Sequence[Episode], teachers: Sequence[Episode],
+                   tokenize: Tokenize = word_tokens) -> tuple[float, int]:
+    """CoT match rate (percent) = mean over paired episodes of ``cot_overlap``; returns (rate, pairs)."""
+    first: dict[tuple[str, str], Episode] = {}
+    for t in sorted(_ok(teachers), key=lambda e: e.sample):
+        first.setdefault((t.env, t.task_id), t)
+    scores = []
+    for s in _ok(students):
+        t = first.get((s.env, s.task_id))
+        if t is not None:
+            scores.append(cot_overlap(reasoning_tokens(s, tokenize), reasoning_tokens(t, tokenize)))
+    return (100.0 * mean(scores) if scores else float("nan")), len(scores)
+
+
+def latency_steps(episodes: Sequence[Episode]) -> float:
+    """Mean number of agent turns (one reasoning + action generation each) per episode."""
+    eps = _ok(episodes)
+    return mean(len(e.steps) for e in eps) if eps else float("nan")
+
+
+def _episode_seconds(e: Episode) -> float:
+    return e.wall_s or sum(s.latency_s for s in e.steps)
+
+
+def latency_seconds(episodes: Sequence[Episode]) -> float:
+    """Mean wall-clock seconds per episode (agent and env time)."""
+    eps = _ok(episodes)
+    return mean(_episode_seconds(e) for e in eps) if eps else float("nan")
+
+
+def latency_seconds_per_step(episodes: Sequence[Episode]) -> float:
+    """Total wall-clock seconds / total turns."""
+    eps = _ok(episodes)
+    steps = sum(len(e.steps) for e in eps)
+    return sum(_episode_seconds(e) for e in eps) / steps if steps else float("nan")
+
+
+def invalid_action_rate(episodes: Sequence[Episode]) -> float:
+    """Percent of turns whose output had no parsable action."""
+    steps = [s for e in _ok(episodes) for s in e.steps]
+    return 100.0 * sum(s.invalid for s in steps) / len(steps) if steps else float("nan")
+
+
+def mean_score(episodes: Sequence[Episode]) -> float:
+    """Mean env score (WebShop: reward in [0, 1] scaled to 0-100, as WebShop reports it)."""
+    eps = _ok(episodes)
+    return 100.0 * mean(e.score for e in eps) if eps else float("nan")
+
+
+def mean_meta(episodes: Sequence[Episode], key: str) -> float:
+    """Mean of a per-episode value in ``meta`` (HotPotQA: ``em``, ``f1``), in percent."""
+    vals = [float(e.meta[key]) for e in _ok(episodes) if key in e.meta]
+    return 100.0 * mean(vals) if vals else float("nan")
+
+
+def summarize(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = None,
+              tokenize: Tokenize = word_tokens) -> dict[str, float]:
+    """All metrics for one run (one env): the keys of `sad-eval metrics --format json`."""
+    ok = _ok(episodes)
+    out: dict[str, float] = {
+        "episodes": len(ok),
+        "errored": len(episodes) - len(ok),
+        "tsr": task_success_rate(ok),
+        "arl": average_reasoning_length(ok, tokenize),
+        "cot_match": float("nan"),
+        "cot_pairs": 0,
+        "latency_steps": latency_steps(ok),
+        "latency_s": latency_seconds(ok),
+        "latency_s_per_step": latency_seconds_per_step(ok),
+        "invalid_rate": invalid_action_rate(ok),
+    }
+    if teacher is not None:
+        out["cot_match"], out["cot_pairs"] = cot_match_rate(ok, teacher, tokenize)
+    envs = {e.env for e in ok}
+    if "webshop" in envs:
+        out["webshop_score"] = mean_score([e for e in ok if e.env == "webshop"])
+    if "hotpotqa" in envs:
+        hp = [e for e in ok if e.env == "hotpotqa"]
+        out["hotpotqa_em"] = mean_meta(hp, "em")
+        out["hotpotqa_f1"] = mean_meta(hp, "f1")
+    return out

@@ -1,0 +1,152 @@
+"""Metrics tables: pandas underneath, rendered as rich, markdown, CSV, JSON or LaTeX.
+
+Rows are runs (methods); columns are (env, metric) pairs, like the paper's Table 3.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from sad_eval.errors import SadEvalError
+from sad_eval.metrics import Tokenize, summarize, word_tokens
+from sad_eval.trajectory import Episode, load_trajectories
+
+FORMATS = ("table", "json", "csv", "md", "latex")
+
+# Column order and display names; env scores appear only for their env.
+METRIC_LABELS = {
+    "episodes": "N",
+    "tsr": "TSR %",
+    "arl": "ARL",
+    "cot_match": "CoT %",
+    "latency_steps": "Steps",
+    "latency_s": "s/ep",
+    "invalid_rate": "Invalid %",
+    "webshop_score": "Score",
+    "hotpotqa_em": "EM",
+    "hotpotqa_f1": "F1",
+    "errored": "Err",
+}
+
+
+def run_name(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def metrics_by_env(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = None,
+                   tokenize: Tokenize = word_tokens) -> dict[str, dict[str, float]]:
+    """``summarize`` per env present in ``episodes``."""
+    envs = sorted({e.env for e in episodes})
+    out = {}
+    for env in envs:
+        mine = [e for e in episodes if e.env == env]
+        theirs = [e for e in teacher if e.env == env] if teacher is not None else None
+        out[env] = summarize(mine, theirs, tokenize)
+    return out
+
+
+def metrics_frame(runs: dict[str, Sequence[Episode]], teacher: Sequence[Episode] | None = None,
+                  tokenize: Tokenize = word_tokens) -> pd.DataFrame:
+    """Rows = runs; columns = MultiIndex (env, metric)."""
+    rows = {}
+    for name, eps in runs.items():
+        flat = {}
+        for env, m in metrics_by_env(eps, teacher, tokenize).items():
+            for k, v in m.items():
+                flat[(env, k)] = v
+        rows[name] = flat
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    if df.empty:
+        return df
+    df.columns = pd.MultiIndex.from_tuples(df.columns, names=["env", "metric"])
+    order = list(METRIC_LABELS)
+    cols = sorted(df.columns, key=lambda c: (c[0], order.index(c[1]) if c[1] in order else len(order)))
+    return df[cols]
+
+
+def load_runs(paths: Iterable[str | Path], strict: bool = False) -> dict[str, list[Episode]]:
+    runs = {}
+    for p in paths:
+        eps = load_trajectories([p], strict=strict)
+        if not eps:
+            raise SadEvalError(f"{p}: no readable episodes")
+        runs[run_name(p)] = eps
+    return runs
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.2f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def display_frame(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Formatted strings, flat column names like ``alfworld TSR %``."""
+    keep = [c for c in df.columns if metrics is None or c[1] in metrics]
+    out = df[keep].copy()
+    out.columns = [f"{env} {METRIC_LABELS.get(m, m)}" for env, m in keep]
+    return out.map(_fmt)
+
+
+def to_json(df: pd.DataFrame) -> str:
+    """``{run: {env: {metric: value}}}``; NaN becomes null."""
+    out: dict = {}
+    for run, row in df.iterrows():
+        for (env, metric), v in row.items():
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            elif isinstance(v, float) and v.is_integer() and metric in ("episodes", "errored", "cot_pairs"):
+                v = int(v)
+            out.setdefault(str(run), {}).setdefault(env, {})[metric] = v
+    return json.dumps(out, indent=2)
+
+
+def render(df: pd.DataFrame, fmt: str = "table", title: str | None = None,
+           metrics: Sequence[str] | None = None) -> str | None:
+    """Render in a format; ``table`` prints a rich table and returns None."""
+    if fmt not in FORMATS:
+        raise SadEvalError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return to_json(df)
+    flat = df.copy()
+    flat.columns = [f"{env}/{m}" for env, m in df.columns]
+    if fmt == "csv":
+        return flat.to_csv(index_label="run")
+    shown = display_frame(df, metrics)
+    if fmt == "md":
+        return shown.to_markdown() if _has_tabulate() else _markdown(shown)
+    if fmt == "latex":
+        return shown.to_latex()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("run", style="bold")
+    for c in shown.columns:
+        table.add_column(c, justify="right")
+    for run, row in shown.iterrows():
+        table.add_row(str(run), *row.tolist())
+    Console().print(table)
+    return None
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    header = "| run | " + " | ".join(df.columns) + " |"
+    sep = "|---|" + "|".join("---:" for _ in df.columns) + "|"
+    rows = [f"| {run} | " + " | ".join(row.tolist()) + " |" for run, row in df.iterrows()]
+    return "\n".join([header, sep, *rows]) + "\n"
