@@ -202,10 +202,10 @@ def metrics_cmd(
         per_env = tables.metrics_by_env(eps, teach, tok)
         overall = summarize(eps, teach, tok)
         out = {**overall, "envs": per_env} if len(per_env) > 1 else overall
-        print(_json.dumps(out, indent=2, default=lambda v: None))
+        print(_json.dumps(tables.clean_nan(out), indent=2))
         return
     df = tables.metrics_frame({tables.run_name(run): eps}, teach, tok)
-    text = tables.render(df, fmt, title=f"metrics: {run}")
+    text = tables.render(df, fmt)
     if text is not None:
         print(text)
 

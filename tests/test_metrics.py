@@ -1,0 +1,65 @@
+import math
+
+import pytest
+
+from sad_eval import metrics as M
+from sad_eval.trajectory import Episode, Step
+
+
+def ep(task, reasoning_lengths, success=True, env="alfworld", **kw):
+    steps = [Step(" ".join(f"w{i}" for i in range(n)), "look", "ok", latency_s=0.5) for n in reasoning_lengths]
+    return Episode(env=env, split="s", task_id=task, agent="a", success=success, steps=steps, **kw)
+
+
+def test_paper_arl_example_12_15_14():
+    eps = [ep("a", [12]), ep("b", [10, 5]), ep("c", [7, 7])]
+    assert M.average_reasoning_length(eps) == pytest.approx(13.6667, abs=1e-4)
+
+
+def test_paper_cot_example_teacher_9_overlap_6():
+    teacher = "the fridge is likely in the kitchen so go".split()  # 9 tokens
+    student = "the fridge is likely in the the hall".split()  # 6 shared: 'the' x3 clipped to 2
+    assert len(teacher) == 9
+    assert M.cot_overlap(student, teacher) == pytest.approx(6 / 9)
+    t = Episode("alfworld", "s", "t1", "teacher", steps=[Step(" ".join(teacher), "x")])
+    s = Episode("alfworld", "s", "t1", "student", steps=[Step(" ".join(student), "x")])
+    rate, pairs = M.cot_match_rate([s], [t])
+    assert pairs == 1 and rate == pytest.approx(66.667, abs=1e-3)
+
+
+def test_cot_multiset_is_clipped_and_unpaired_left_out():
+    assert M.cot_overlap(["a", "a", "a"], ["a", "b"]) == 0.5
+    t = Episode("alfworld", "s", "t1", "teacher", steps=[Step("a b", "x")])
+    s1 = Episode("alfworld", "s", "t1", "st", steps=[Step("a", "x")])
+    s2 = Episode("alfworld", "s", "other", "st", steps=[Step("a b", "x")])
+    rate, pairs = M.cot_match_rate([s1, s2], [t])
+    assert pairs == 1 and rate == pytest.approx(50.0)
+
+
+def test_tsr_latency_and_errored_episodes_are_excluded():
+    eps = [ep("a", [3, 3], True), ep("b", [3], False), ep("c", [1], False, status="error")]
+    assert M.task_success_rate(eps) == 50.0
+    assert M.latency_steps(eps) == 1.5
+    assert M.latency_seconds(eps) == pytest.approx(0.75)
+    assert M.latency_seconds_per_step(eps) == pytest.approx(0.5)
+    s = M.summarize(eps)
+    assert s["episodes"] == 2 and s["errored"] == 1
+
+
+def test_word_tokenizer_counts_body_not_marker():
+    assert M.word_tokens("Go to the Kitchen, now!") == ["go", "to", "the", "kitchen", ",", "now", "!"]
+    e = Episode("alfworld", "s", "t", "a", steps=[Step("I look.", "look")])
+    assert M.reasoning_tokens(e) == ["i", "look", "."]
+
+
+def test_env_scores():
+    w = [Episode("webshop", "s", str(i), "a", score=sc) for i, sc in enumerate([1.0, 0.5])]
+    assert M.summarize(w)["webshop_score"] == 75.0
+    h = [Episode("hotpotqa", "s", "q", "a", meta={"em": 1.0, "f1": 1.0}),
+         Episode("hotpotqa", "s", "r", "a", meta={"em": 0.0, "f1": 0.5})]
+    s = M.summarize(h)
+    assert s["hotpotqa_em"] == 50.0 and s["hotpotqa_f1"] == 75.0
+
+
+def test_empty_gives_nan():
+    assert math.isnan(M.task_success_rate([]))
