@@ -1,0 +1,343 @@
+"""HotPotQA-ReAct: the offline wiki store, the env's actions and metric, splits, and the oracle."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from sad_eval.errors import SadEvalError
+
+# Known questions (all in dev500).
+MENOTTI = "5a70f4c45542994082a3e437"  # bridge: Maria Golovin -> Gian Carlo Menotti
+BLUE = "5a7c9f325542990527d554e6"  # bridge with lookups on both pages: Innocent Records -> Blue
+GUAM = "5a71166d5542994082a3e576"  # comparison: Battle of Manila or Battle of Guam
+
+
+@pytest.fixture(scope="session")
+def store(data_root):
+    """The wiki store, built (or loaded from the cache) once per test session."""
+    from sad_eval.envs import wiki_store
+
+    return wiki_store.load_store(data_root)
+
+
+@pytest.fixture
+def env(store, data_root):
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+
+    return HotPotQAEnv(split="dev500", data_root=data_root)
+
+
+def _step(env, action):
+    obs, reward, terminated, truncated, info = env.step(action)
+    return obs, reward, terminated, truncated, info
+
+
+# ------------------------------------------------------------------ store
+
+
+def test_store_covers_every_title(store):
+    assert len(store) == 32591
+    assert len(store.questions) == 3444
+    assert store.meta["sha256"] and store.meta["format"] >= 1
+
+
+def test_store_exact_title_is_case_and_space_insensitive(store):
+    assert store.resolve("Scott Derrickson") == "Scott Derrickson"
+    assert store.resolve("  scott   DERRICKSON ") == "Scott Derrickson"
+    assert store.resolve("Scott Derricksen") is None
+    # case variants: the exact spelling wins
+    assert store.resolve("Popular science") == "Popular science"
+    assert store.resolve("Popular Science") == "Popular Science"
+
+
+def test_store_similar_puts_disambiguated_titles_first(store):
+    sim = store.similar("Battle of Manila", 5)
+    assert len(sim) == 5 and len(set(sim)) == 5
+    assert {"Battle of Manila (1945)", "Battle of Manila (1574)"} <= set(sim[:2])
+    assert store.similar("the of and", 5) == []  # stop words only: nothing to rank
+
+
+# ------------------------------------------------------------------ env: actions
+
+
+def test_reset_observation_is_the_question(env, store):
+    obs, info = env.reset(options={"task_id": MENOTTI})
+    assert obs == "Question: " + store.questions[MENOTTI]["question"]
+    assert info["task_id"] == MENOTTI
+    pv = info["privileged"]
+    assert pv["answer"] == "Gian Carlo Menotti" and pv["type"] == "bridge"
+    assert set(pv["gold_titles"]) == {"Maria Golovin", "Gian Carlo Menotti"}
+    obs2, info2 = env.reset(options={"index": 0})
+    assert info2["task_id"] == env.task_ids[0]
+
+
+def test_unknown_task_id(env):
+    with pytest.raises(SadEvalError, match="unknown hotpotqa task id"):
+        env.reset(options={"task_id": "nope"})
+
+
+def test_search_exact_title_returns_first_five_sentences(env, store):
+    env.reset(options={"task_id": MENOTTI})
+    obs, reward, term, trunc, info = _step(env, "Search[  scott   derrickson ]")
+    sents = store.sentences_of("Scott Derrickson")
+    assert obs == " ".join(s.strip() for s in sents[:5])
+    assert obs.startswith("Scott Derrickson (born July 16, 1966) is an American director")
+    assert (reward, term, trunc) == (0.0, False, False)
+    long = [t for t, s in zip(store.titles, store.sentences) if len(s) > 7][0]
+    obs, *_ = _step(env, f"search[{long}]")
+    assert obs == " ".join(s.strip() for s in store.sentences_of(long)[:5])
+
+
+def test_search_miss_lists_similar_titles(env):
+    env.reset(options={"task_id": GUAM})
+    obs, *_ = _step(env, "search[Battle of Manila]")
+    assert obs.startswith("Could not find Battle of Manila. Similar: [")
+    similar = ast.literal_eval(obs[len("Could not find Battle of Manila. Similar: "):-1])
+    assert len(similar) == 5 and "Battle of Manila (1945)" in similar
+
+
+def test_lookup_iterates_then_runs_out(env, store):
+    env.reset(options={"task_id": MENOTTI})
+    obs, *_ = _step(env, "lookup[opera]")
+    assert obs.startswith("No page to look up in")
+    _step(env, "search[Maria Golovin]")
+    hits = [s for s in store.sentences_of("Maria Golovin") if "the" in s.lower()]
+    assert len(hits) == 2
+    assert _step(env, "lookup[THE]")[0] == f"(Result 1 / 2) {hits[0]}"
+    assert _step(env, "lookup[the]")[0] == f"(Result 2 / 2) {hits[1]}"
+    assert _step(env, "lookup[the]")[0] == "No more results."
+    # a new keyword restarts
+    assert _step(env, "Lookup[Menotti]")[0] == f"(Result 1 / 1) {store.sentences_of('Maria Golovin')[0]}"
+
+
+def test_lookup_restarts_after_a_new_search(data_root, store):
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+
+    env = HotPotQAEnv(data_root=data_root, max_steps=20)
+    env.reset(options={"task_id": BLUE})
+    env.step("search[Blue]")
+    first = env.step("lookup[blue]")[0]
+    assert first.startswith("(Result 1 / 6) ")
+    env.step("lookup[blue]")
+    env.step("search[Blue]")
+    assert env.step("lookup[blue]")[0] == first
+
+
+def test_invalid_actions_do_not_crash(env):
+    env.reset(options={"task_id": MENOTTI})
+    for action in ("jump around", "search[]", "", "finish", "think[hmm]"):
+        obs, reward, term, trunc, info = _step(env, action)
+        assert obs.startswith("Invalid action"), action
+        assert (reward, term, trunc) == (0.0, False, False)
+        assert info["action"] == "invalid"
+    assert info["steps"] == 5
+
+
+# ------------------------------------------------------------------ env: answer metric
+
+
+def test_normalize_answer_matches_hotpotqa():
+    from sad_eval.envs.hotpotqa import normalize_answer
+
+    assert normalize_answer("The  Yoruba!") == "yoruba"
+    assert normalize_answer("An Apple, a Day") == "apple day"
+    assert normalize_answer("Theatre") == "theatre"  # articles only as whole words
+    assert normalize_answer("U.S.") == "us"
+
+
+def test_exact_match_and_f1_hand_worked():
+    from sad_eval.envs.hotpotqa import exact_match, f1_score
+
+    assert exact_match("the yoruba.", "Yoruba") == 1.0
+    assert exact_match("Yoruba people", "Yoruba") == 0.0
+    assert f1_score("Gian Carlo", "Gian Carlo Menotti") == pytest.approx(0.8)  # P=1, R=2/3
+    assert f1_score("an apple pie", "Apple") == pytest.approx(2 / 3)  # P=1/2, R=1
+    assert f1_score("yes", "no") == 0.0
+    assert f1_score("no", "No.") == 1.0
+    assert f1_score("yes sir", "yes") == 0.0  # yes/no only score exactly
+    assert f1_score("", "Yoruba") == 0.0
+
+
+def test_finish_scores_em_and_f1(env):
+    env.reset(options={"task_id": MENOTTI})
+    obs, reward, term, trunc, info = _step(env, "finish[the GIAN carlo menotti.]")
+    assert (reward, term, trunc) == (1.0, True, False)
+    assert info["em"] == 1.0 and info["f1"] == 1.0 and info["success"] is True and info["score"] == 1.0
+    assert info["answer"] == "the GIAN carlo menotti." and info["gold_answer"] == "Gian Carlo Menotti"
+    assert info["meta"]["em"] == 1.0 and info["meta"]["type"] == "bridge" and info["meta"]["level"] == "hard"
+
+    env.reset(options={"task_id": MENOTTI})
+    obs, reward, term, trunc, info = _step(env, "Finish[Gian Carlo]")
+    assert (reward, term) == (0.0, True)
+    assert info["em"] == 0.0 and info["f1"] == pytest.approx(0.8) and info["success"] is False
+    assert info["meta"]["f1"] == pytest.approx(0.8)
+
+
+def test_step_cap_truncates_with_zero_score(data_root, store):
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+
+    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=3)
+    env.reset(options={"task_id": MENOTTI})
+    for i in range(2):
+        assert _step(env, "search[Maria Golovin]")[3] is False
+    obs, reward, term, trunc, info = _step(env, "search[Maria Golovin]")
+    assert (term, trunc, reward) == (False, True, 0.0)
+    assert info["em"] == 0.0 and info["f1"] == 0.0 and info["success"] is False and info["score"] == 0.0
+    assert info["meta"]["em"] == 0.0
+
+
+def test_default_step_cap_is_eight(env):
+    env.reset(options={"task_id": MENOTTI})
+    for i in range(7):
+        assert _step(env, "search[nothing here at all]")[3] is False
+    assert _step(env, "search[nothing here at all]")[3] is True
+
+
+# ------------------------------------------------------------------ splits
+
+
+def test_splits_sizes_and_dev500_determinism(data_root, store):
+    from sad_eval.envs import hotpotqa
+
+    dev = hotpotqa.list_tasks("dev", data_root)
+    a = hotpotqa.list_tasks("dev500", data_root)
+    hotpotqa._splits.cache_clear()
+    b = hotpotqa.list_tasks("dev500", data_root)
+    assert a == b and len(a) == 500 and len(set(a)) == 500 and a == sorted(a)
+    assert set(a) <= set(dev) and len(dev) == 1838
+    assert len(hotpotqa.list_tasks("train", data_root)) == 908
+    react = hotpotqa.list_tasks("react130", data_root)
+    assert len(react) == 130 and not set(react) & set(hotpotqa.list_tasks("train", data_root))
+    assert {MENOTTI, BLUE, GUAM} <= set(a)
+    with pytest.raises(SadEvalError, match="unknown hotpotqa split"):
+        hotpotqa.list_tasks("test", data_root)
+
+
+def test_env_task_ids_and_make_env(data_root, store):
+    from sad_eval.envs import make_env
+    from sad_eval.envs.hotpotqa import list_tasks
+
+    env = make_env("hotpotqa", split="react130", data_root=data_root)
+    assert env.unwrapped.task_ids == list_tasks("react130", data_root)
+    obs, info = env.reset(options={"index": 3})
+    assert obs.startswith("Question: ")
+
+
+def test_missing_data_names_the_install_command(tmp_path):
+    from sad_eval.envs.hotpotqa import HotPotQAEnv, list_tasks
+
+    with pytest.raises(SadEvalError, match="sad-eval data install"):
+        HotPotQAEnv(data_root=tmp_path)
+    with pytest.raises(SadEvalError, match="sad-eval data install"):
+        list_tasks("dev500", tmp_path)
+
+
+# ------------------------------------------------------------------ oracle
+
+
+def _oracle_episode(data_root, task_id):
+    from sad_eval.agents.experts import make_expert
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+    from sad_eval.harness import run_episode
+
+    env = HotPotQAEnv(split="dev500", data_root=data_root)
+    oracle = make_expert("hotpotqa")
+    assert oracle.name == "oracle"
+    return run_episode(env, oracle, "hotpotqa", task_id, split="dev500")
+
+
+@pytest.mark.parametrize("task_id", [MENOTTI, BLUE])
+def test_oracle_solves_bridge_question_with_segmentable_output(data_root, store, task_id):
+    from sad_eval.segment import ACT, REASON, linearize, parse_turn, segment
+
+    ep = _oracle_episode(data_root, task_id)
+    gold = store.questions[task_id]["answer"]
+    assert ep.status == "ok" and ep.success and ep.score == 1.0
+    assert ep.meta["em"] == 1.0 and ep.meta["f1"] == 1.0
+    actions = [s.action for s in ep.steps]
+    assert actions[-1] == f"finish[{gold}]"
+    text = linearize(ep.steps, "hotpotqa")
+    spans = segment(text, "hotpotqa")
+    assert {s.kind for s in spans} == {REASON, ACT}
+    acts = [s for s in spans if s.kind == ACT]
+    assert len(acts) == len(ep.steps)
+    assert acts[-1].marker == "Answer" and acts[-1].body(text) == gold
+    # every turn round-trips through the parser the student's output goes through
+    for step in ep.steps:
+        from sad_eval.segment import format_turn
+
+        parsed = parse_turn("hotpotqa", format_turn("hotpotqa", step.reasoning, step.action))
+        assert parsed.valid and parsed.action == step.action
+
+
+def test_oracle_bridge_order_and_lookups(data_root):
+    ep = _oracle_episode(data_root, BLUE)
+    actions = [s.action for s in ep.steps]
+    assert actions[0] == "search[Innocent Records]"
+    assert actions[1].startswith("lookup[")
+    assert "search[Blue]" in actions
+    # the reasoning quotes what the lookup found and names the bridge entity
+    assert "Atomic Kitten and Blue achieving Platinum sales" in ep.steps[2].reasoning
+    assert "Blue" in ep.steps[2].reasoning
+    assert "RGB" in ep.steps[-1].reasoning
+
+
+def test_oracle_comparison_reasons_about_both(data_root):
+    ep = _oracle_episode(data_root, GUAM)
+    assert ep.success
+    assert [s.action for s in ep.steps[:2]] == ["search[Battle of Manila (1945)]", "search[Battle of Guam (1944)]"]
+    final = ep.steps[-1].reasoning
+    assert "Battle of Manila" in final and "Battle of Guam" in final and "1944" in final and "1945" in final
+
+
+def test_oracle_needs_privileged_info():
+    from sad_eval.agents.base import EpisodeState
+    from sad_eval.agents.experts.hotpotqa import make_expert
+
+    with pytest.raises(SadEvalError, match="privileged"):
+        make_expert().act([EpisodeState(env="hotpotqa", task_id="x", task="Question: ?")])
+
+
+def test_oracle_on_a_slice_of_dev500(data_root, store):
+    """A quick regression guard; the full dev500 number is in docs/hotpotqa.md."""
+    from sad_eval.agents.experts import make_expert
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+    from sad_eval.harness import run_episode
+
+    env = HotPotQAEnv(split="dev500", data_root=data_root)
+    oracle = make_expert("hotpotqa")
+    eps = [run_episode(env, oracle, "hotpotqa", t) for t in env.task_ids[:100]]
+    assert sum(e.meta["em"] for e in eps) >= 98
+    assert all(len(e.steps) <= 8 and e.steps[-1].action.startswith("finish[") for e in eps)
+
+
+# ------------------------------------------------------------------ exemplars
+
+
+def test_build_exemplars_cached(data_root, store, tmp_path, monkeypatch):
+    from sad_eval.agents.experts import hotpotqa as expert
+
+    path = tmp_path / "exemplars.json"
+    ex = expert.build_exemplars(data_root, k=4, cache_path=path)
+    assert len(ex) == 4
+    for e in ex:
+        assert e.startswith("Question: ")
+        assert "Reasoning: " in e and "Action: search[" in e and "\nAnswer: " in e
+        assert "Episode finished" not in e
+    cached = json.loads(path.read_text())
+    assert cached["exemplars"] == ex and len(cached["task_ids"]) == 4
+    train = set(__import__("sad_eval.envs.hotpotqa", fromlist=["x"]).list_tasks("train", data_root))
+    assert set(cached["task_ids"]) <= train
+    # a second call reads the cache (no episodes run)
+    monkeypatch.setattr("sad_eval.harness.run_episode", lambda *a, **k: pytest.fail("not cached"))
+    assert expert.build_exemplars(data_root, k=4, cache_path=path) == ex
+
+
+def test_react_exemplars(data_root):
+    from sad_eval.agents.experts.hotpotqa import react_exemplars
+
+    text = react_exemplars(data_root)
+    assert text.count("Question:") == 6 and "Search[" in text and "Finish[" in text
