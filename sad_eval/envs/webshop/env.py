@@ -1,0 +1,320 @@
+"""`sad_eval/WebShop-v0`: a text client of the WebShop server, ReAct-style.
+
+Actions: `search[query]` (on the search page) and `click[label]` (a bracketed item of the
+current observation). An action that does not apply returns an error observation and leaves
+the page as it was. Buying (`click[Buy Now]`) ends the episode with the server's reward;
+`success` = reward == 1.0. Episodes are capped at 15 steps (ReAct's WebShop budget).
+
+Tasks are the server's synthetic goals `fixed_N` (docs/webshop.md): split `test` = fixed_0..
+fixed_499 (WebShop's and ReAct's test range), `train` = fixed_500..fixed_6909. Each reset opens
+a fresh server session `<random>_fixed_N`, so episodes never share state.
+
+Without `server_url` the env starts the bundled server on a free loopback port (one per data
+root, shared by all envs of the process, stopped when the last one closes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import requests
+
+from sad_eval.envs.base import EnvError
+from sad_eval.envs.webshop.html_text import Page, parse_page, render
+from sad_eval.errors import SadEvalError
+
+MAX_STEPS = 15
+TEST_SIZE = 500
+SPLITS = ("train", "test")
+_ACTION = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.I | re.S)
+
+
+def _n_goals(data_root: Path | None) -> int:
+    from sad_eval.envs.webshop.goals import load_goals
+
+    return len(load_goals(data_root))
+
+
+def list_tasks(split: str = "test", data_root: Path | None = None) -> list[str]:
+    """Task ids of a split, in goal order: `fixed_0`, `fixed_1`, ..."""
+    n = _n_goals(data_root)
+    if split == "test":
+        r = range(0, min(TEST_SIZE, n))
+    elif split == "train":
+        r = range(TEST_SIZE, n)
+    else:
+        raise SadEvalError(f"unknown WebShop split {split!r}; choose one of {', '.join(SPLITS)}")
+    return [f"fixed_{i}" for i in r]
+
+
+def goal_index(task_id: str) -> int:
+    m = re.fullmatch(r"fixed_(\d+)", task_id.strip())
+    if not m:
+        raise SadEvalError(f"bad WebShop task id {task_id!r}: expected fixed_<goal number>")
+    return int(m.group(1))
+
+
+# ------------------------------------------------------------------ the bundled server process
+
+class _Server:
+    def __init__(self, data_root: Path | None, start_timeout_s: float):
+        self.dir = Path(tempfile.mkdtemp(prefix="sad-eval-webshop-"))
+        self.log_path = self.dir / "server.log"
+        port_file = self.dir / "port.json"
+        cmd = [sys.executable, "-m", "sad_eval.envs.webshop.server", "--host", "127.0.0.1", "--port", "0",
+               "--port-file", str(port_file)]
+        if data_root is not None:
+            cmd += ["--data-root", str(data_root)]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.refs = 0
+        deadline = time.monotonic() + start_timeout_s
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                self.stop()
+                raise EnvError(f"the WebShop server exited with code {self.proc.returncode} while starting: "
+                               f"{self._tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EnvError(f"the WebShop server did not start within {start_timeout_s:.0f} s: {self._tail()}")
+            time.sleep(0.05)
+        self.url = json.loads(port_file.read_text())["url"]
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:]) or "(empty log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+_SERVERS: dict[str, _Server] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _acquire(data_root: Path | None, start_timeout_s: float) -> _Server:
+    key = str(Path(data_root).resolve()) if data_root else ""
+    with _SERVERS_LOCK:
+        srv = _SERVERS.get(key)
+        if srv is None or srv.proc.poll() is not None:
+            srv = _SERVERS[key] = _Server(data_root, start_timeout_s)
+        srv.refs += 1
+        return srv
+
+
+def _release(srv: _Server) -> None:
+    with _SERVERS_LOCK:
+        srv.refs -= 1
+        if srv.refs <= 0:
+            srv.stop()
+            for k, v in list(_SERVERS.items()):
+                if v is srv:
+                    del _SERVERS[k]
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _SERVERS_LOCK:
+        for srv in _SERVERS.values():
+            srv.stop()
+        _SERVERS.clear()
+
+
+# ------------------------------------------------------------------ the env
+
+class WebShopEnv(gymnasium.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, split: str = "test", data_root: Path | str | None = None, max_steps: int = MAX_STEPS,
+                 server_url: str | None = None, oracle: bool = False, timeout_s: float = 10.0,
+                 retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 60.0):
+        self.split = split
+        self.data_root = Path(data_root) if data_root else None
+        self.max_steps = max_steps
+        self.oracle = oracle
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self._task_ids = list_tasks(split, self.data_root)
+        self._n_goals = _n_goals(self.data_root)
+        self._server: _Server | None = None
+        if server_url is None:
+            self._server = _acquire(self.data_root, start_timeout_s)
+            server_url = self._server.url
+        self.base = server_url.rstrip("/")
+        self.http = requests.Session()
+        self._next = 0
+        self._page: Page | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.task_id, self.session_id, self.url = "", "", ""
+        self.steps, self.done = 0, False
+        self._privileged: dict[str, Any] | None = None
+        self._meta: dict[str, Any] = {}
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self._task_ids)
+
+    # ---- HTTP with retries: connection errors and 5xx are retried, 4xx is a contract error
+    def _request(self, method: str, url: str, data: dict | None = None) -> requests.Response:
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.http.request(method, url, data=data, timeout=(min(5.0, self.timeout_s), self.timeout_s))
+            except (requests.ConnectionError, requests.Timeout) as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code < 400:
+                    return r
+                if r.status_code < 500:
+                    raise EnvError(f"WebShop server {self.base} answered {r.status_code} for {url[len(self.base):][:120]}: "
+                                   f"{r.text.strip()[:200]}")
+                last = f"HTTP {r.status_code}"
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * 2 ** attempt)
+        raise EnvError(f"WebShop server at {self.base} is unreachable after {self.retries + 1} attempts "
+                       f"(last error: {last[:300]})")
+
+    def _load(self, url: str, method: str = "GET", data: dict | None = None) -> Page:
+        r = self._request(method, url, data)
+        self.url = r.url
+        self._page = parse_page(r.text, r.url)
+        return self._page
+
+    def _page_kind(self) -> str:
+        path = self.url[len(self.base):]
+        for prefix, kind in (("/search_results/", "results"), ("/item_sub_page/", "sub"), ("/item_page/", "item"),
+                             ("/done/", "done")):
+            if path.startswith(prefix):
+                return kind
+        return "search"
+
+    def _info(self, **extra: Any) -> dict[str, Any]:
+        page = self._page or Page()
+        info: dict[str, Any] = {
+            "task_id": self.task_id,
+            "instruction": self._instruction,
+            "url": self.url,
+            "page": self._page_kind(),
+            "has_search_bar": page.search_action is not None,
+            "clickables": [c.label for c in page.clickables],
+            "selected_options": {c.group: c.label for c in page.clickables if c.kind == "option" and c.selected},
+            "meta": {"goal_index": goal_index(self.task_id), "session_id": self.session_id, "steps": self.steps,
+                     **self._meta},
+        }
+        if self._privileged is not None:
+            info["privileged"] = self._privileged
+        info.update(extra)
+        return info
+
+    # ---- gymnasium API
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "task_id" in options:
+            task_id = str(options["task_id"])
+            if not 0 <= goal_index(task_id) < self._n_goals:
+                raise SadEvalError(f"WebShop task {task_id} does not exist (goals fixed_0..fixed_{self._n_goals - 1})")
+        elif "index" in options:
+            task_id = self._task_ids[int(options["index"])]
+        elif seed is not None:
+            task_id = self._task_ids[int(self.np_random.integers(len(self._task_ids)))]
+        else:
+            task_id = self._task_ids[self._next % len(self._task_ids)]
+            self._next += 1
+        self._reset_state()
+        self.task_id = task_id
+        self.session_id = f"{uuid.uuid4().hex[:16]}_{task_id}"
+        page = self._load(f"{self.base}/{self.session_id}")
+        self._instruction = page.instruction
+        if self.oracle:
+            self._privileged = self._goal_facts()
+        return render(page), self._info()
+
+    def _goal_facts(self) -> dict[str, Any]:
+        """The oracle's view of the goal, read from the goal data (the same deterministic goals
+        the server builds); checked against the instruction the server shows."""
+        from sad_eval.envs.webshop.catalog import load_catalog
+        from sad_eval.envs.webshop.goals import load_goals
+
+        goal = dict(load_goals(self.data_root).goals[goal_index(self.task_id)])
+        if " ".join(goal["instruction_text"].split()) != self._instruction:
+            raise EnvError(f"the server's goal for {self.task_id} differs from the local goal data "
+                           f"(server: {self._instruction[:80]!r}); is it serving another catalogue?")
+        product = load_catalog(self.data_root).by_asin[goal["asin"]]
+        goal["price"] = load_catalog(self.data_root).prices[goal["asin"]]
+        goal["price_text"] = product["Price"]
+        goal["title"] = product["Title"]
+        return goal
+
+    def step(self, action: str):
+        if not self.task_id:
+            raise SadEvalError("call reset() before step()")
+        if self.done:
+            return "The episode is over.", 0.0, True, False, self._info(success=False, score=0.0)
+        self.steps += 1
+        obs, reward, terminated, extra = self._act(action)
+        truncated = not terminated and self.steps >= self.max_steps
+        if terminated or truncated:
+            self.done = True
+            extra.setdefault("success", False)
+            extra.setdefault("score", 0.0)
+        return obs, reward, terminated, truncated, self._info(**extra)
+
+    def _act(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
+        page = self._page or Page()
+        m = _ACTION.match(action or "")
+        if not m:
+            return ("Invalid action: use search[your query] on the search page or click[an item in brackets].",
+                    0.0, False, {"invalid_action": True})
+        verb, arg = m.group(1).lower(), m.group(2).strip()
+        if verb == "search":
+            if page.search_action is None:
+                return ("Invalid action: search is only possible on the search page; click [Back to Search] first.",
+                        0.0, False, {"invalid_action": True})
+            if not arg.split():
+                return "Invalid action: the search query is empty.", 0.0, False, {"invalid_action": True}
+            page = self._load(page.search_action, "POST", {"search_query": arg})
+            return render(page), 0.0, False, {}
+        if arg.casefold() == "search" and page.search_action is not None:
+            return "Invalid action: type your query with search[...].", 0.0, False, {"invalid_action": True}
+        target = page.find(arg)
+        if target is None:
+            labels = ", ".join(f"[{c.label}]" for c in page.clickables) or "nothing"
+            return (f"Invalid action: [{arg}] is not on this page. You can click: {labels}.", 0.0, False,
+                    {"invalid_action": True})
+        page = self._load(target.url, "GET")
+        if page.reward is not None:
+            parts = self.url[len(self.base):].split("/")  # /done/<sid>/<asin>/<options>
+            self._meta["purchased_asin"] = parts[3] if len(parts) > 3 else ""
+            return (render(page), float(page.reward), True,
+                    {"success": page.reward >= 1.0 - 1e-9, "score": float(page.reward)})
+        return render(page), 0.0, False, {}
+
+    def close(self) -> None:
+        self.http.close()
+        if self._server is not None:
+            _release(self._server)
+            self._server = None
+        super().close()
