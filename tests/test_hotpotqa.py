@@ -293,6 +293,17 @@ def test_oracle_comparison_reasons_about_both(data_root):
     assert "Battle of Manila" in final and "Battle of Guam" in final and "1944" in final and "1945" in final
 
 
+def test_oracle_respects_a_tight_step_cap(data_root, store):
+    from sad_eval.agents.experts import make_expert
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+    from sad_eval.harness import run_episode
+
+    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=3)
+    ep = run_episode(env, make_expert("hotpotqa"), "hotpotqa", BLUE)
+    assert [s.action for s in ep.steps] == ["search[Innocent Records]", "search[Blue]", "finish[Blue]"]
+    assert ep.success
+
+
 def test_oracle_needs_privileged_info():
     from sad_eval.agents.base import EpisodeState
     from sad_eval.agents.experts.hotpotqa import make_expert

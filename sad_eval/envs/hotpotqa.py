@@ -283,4 +283,5 @@ class HotPotQAEnv(gymnasium.Env):
             "gold_titles": titles,
             "pages": {t: list(self.store.sentences_of(t) or []) for t in titles},
             "search_sentences": self.search_sentences,
+            "max_steps": self.max_steps,
         }

@@ -311,7 +311,7 @@ class HotPotQAOracle:
         if mem.get("task_id") != state.task_id or "plan" not in mem:
             mem.clear()
             mem["task_id"] = state.task_id
-            mem["plan"] = make_plan(pv, self.max_steps)
+            mem["plan"] = make_plan(pv, min(self.max_steps, int(pv.get("max_steps", self.max_steps))))
             mem["seen"] = {}  # hop index -> target sentence observed
         plan: Plan = mem["plan"]
         k = len(state.steps)
