@@ -323,6 +323,18 @@ def test_oracle_on_a_slice_of_dev500(data_root, store):
     eps = [run_episode(env, oracle, "hotpotqa", t) for t in env.task_ids[:100]]
     assert sum(e.meta["em"] for e in eps) >= 98
     assert all(len(e.steps) <= 8 and e.steps[-1].action.startswith("finish[") for e in eps)
+    from sad_eval.segment import ACT, REASON, format_turn, segment
+
+    for e in eps:  # each turn is exactly one REASON span and one ACT span
+        for s in e.steps:
+            assert [sp.kind for sp in segment(format_turn("hotpotqa", s.reasoning, s.action), "hotpotqa")] == [REASON, ACT]
+
+
+def test_oracle_quotes_cannot_add_transcript_markers():
+    from sad_eval.agents.experts.hotpotqa import _quote
+
+    assert _quote('the album "Healthy Food For Thought: Good Enough To Eat"') == (
+        'the album "Healthy Food For Thought - Good Enough To Eat"')
 
 
 # ------------------------------------------------------------------ exemplars

@@ -97,9 +97,13 @@ def _page(title: str, start: bool = False) -> str:
     return name[0].upper() + name[1:] if start else name
 
 
+_MARKER = re.compile(r"(?<!\S)(Reasoning|Thought|Action|Answer|Observation):")
+
+
 def _quote(sentence: str, focus: str | None = None, limit: int = QUOTE_CHARS) -> str:
-    """The sentence, or a window of it around ``focus`` when it is long."""
-    s = " ".join(sentence.split())
+    """The sentence, or a window of it around ``focus`` when it is long. A transcript marker inside
+    it (a title like "Healthy Food For Thought: ...") loses its colon, so segmentation is unchanged."""
+    s = _MARKER.sub(r"\1 -", " ".join(sentence.split()))
     if len(s) <= limit:
         return s
     at = s.lower().find(focus.lower()) if focus else -1
