@@ -73,7 +73,7 @@ class _Server:
         self.log_path = self.dir / "server.log"
         port_file = self.dir / "port.json"
         cmd = [sys.executable, "-m", "sad_eval.envs.webshop.server", "--host", "127.0.0.1", "--port", "0",
-               "--port-file", str(port_file)]
+               "--port-file", str(port_file), "--exit-with-parent"]
         if data_root is not None:
             cmd += ["--data-root", str(data_root)]
         self._log = open(self.log_path, "wb")

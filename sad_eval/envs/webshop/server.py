@@ -201,6 +201,23 @@ def serve(host: str = "127.0.0.1", port: int = 3000, data_root: Path | None = No
         server.close()
 
 
+def _exit_with_parent(interval_s: float = 2.0) -> None:
+    """Exit when the process that started us is gone (re-parented), so a killed env or test run
+    never leaves a server behind."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sad_eval.envs.webshop.server", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-sessions", type=int, default=10_000)
     ap.add_argument("--session-ttl", type=float, default=3600.0, help="idle seconds before a session expires")
     ap.add_argument("--attrs", action="store_true", help="show the Attributes tab on item pages")
+    ap.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process dies")
     a = ap.parse_args(argv)
+    if a.exit_with_parent:
+        _exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     serve(a.host, a.port, a.data_root, a.threads, a.port_file, a.max_sessions, a.session_ttl, a.attrs,
           echo=lambda m: print(m, file=sys.stderr, flush=True))
