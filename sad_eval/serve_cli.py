@@ -7,7 +7,7 @@ import typer
 serve_app = typer.Typer(help="Run a server in the foreground (WebShop, ...).", no_args_is_help=True)
 
 # modules that add a command to the group: each has `register(serve_app)`
-SERVE_MODULES: list[str] = ["sad_eval.envs.webshop.cli"]
+SERVE_MODULES: list[str] = ["sad_eval.envs.webshop.cli", "sad_eval.agents.serve_model"]
 
 
 def register(app: typer.Typer) -> None:

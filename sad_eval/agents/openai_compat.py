@@ -1,0 +1,284 @@
+"""OpenAI-compatible HTTP endpoints (vLLM, llama.cpp server, `sad-eval serve model`, hosted APIs) as policies.
+
+Each state's conversation is built with the same prompt builder a local model uses
+(`build_messages`), then sent either as chat messages (``api="chat"``, POST
+``/v1/chat/completions``; the server applies its chat template) or as the plain-text rendering
+(``api="completions"``, POST ``/v1/completions``). The batch fans out over a thread pool;
+turns come back in input order.
+
+Stopping: "end of the action line" is not expressible as an OpenAI stop string, so the request
+carries ``stop=["\\nObservation:"]`` and the reply is cut client-side right after the first
+complete ``Action:``/``Answer:`` line, with the rule local generation uses. A server that
+understands the non-standard ``"stop_at_action": true`` field (`sad-eval serve model`) stops
+there itself; it is sent when asked, or detected from ``/v1/models`` (``owned_by: sad-eval``).
+
+The API key is read from the environment variable named by ``api_key_env`` and sent as
+``Authorization: Bearer``; it is never stored in a plain attribute, printed, or put in an error.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from sad_eval.agents.base import EpisodeState, Turn
+from sad_eval.agents.hf import DecodingConfig, _stop_index
+from sad_eval.agents.prompts import build_messages, render
+from sad_eval.errors import SadEvalError
+from sad_eval.segment import parse_turn
+
+OBS_STOP = "\nObservation:"
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+SPEC_PREFIX = "openai:"
+
+
+class EndpointError(SadEvalError):
+    """The endpoint could not be reached or refused the request (after retries).
+
+    ``status`` is the HTTP status of a refusal, or None when no usable answer came back.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class _Secret:
+    """Holds the API key; prints as ``***`` so it cannot leak through repr/vars/logging."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def normalize_base_url(base_url: str) -> str:
+    """``http://host:8000`` -> ``http://host:8000/v1``; a URL with a path is kept (minus trailing ``/``)."""
+    url = (base_url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SadEvalError(f"bad --base-url {base_url!r}: expected http(s)://HOST[:PORT][/v1]")
+    if parts.path in ("", "/"):
+        url += "/v1"
+    return url
+
+
+class OpenAIPolicy:
+    """A model behind an OpenAI-compatible endpoint as a batched ReAct policy."""
+
+    def __init__(self, model: str, base_url: str, api: str = "chat", decoding: DecodingConfig | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", timeout: float = 60, retries: int = 4,
+                 concurrency: int = 8, exemplars: Sequence[str] = (), backoff: float = 1.0,
+                 max_backoff: float = 30.0, stop_at_action: bool | None = None, name: str | None = None):
+        import requests
+
+        if api not in ("chat", "completions"):
+            raise SadEvalError(f"unknown endpoint api {api!r}: choose chat or completions")
+        if not model:
+            raise SadEvalError("an OpenAI-compatible agent needs a model name: openai:MODEL")
+        self.model = model
+        self.base_url = normalize_base_url(base_url)
+        self.api = api
+        self.decoding = decoding or DecodingConfig()
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.concurrency = max(1, int(concurrency))
+        self.exemplars = tuple(exemplars)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.stop_at_action = stop_at_action  # None: ask the server (/v1/models) once
+        self.name = name or f"{SPEC_PREFIX}{model}"
+        self._key = _Secret(os.environ.get(api_key_env, "") if api_key_env else "")
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.concurrency)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._probe_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAIPolicy(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """What a run manifest may record (the key's variable name, never its value)."""
+        return {"agent": self.name, "backend": "openai", "model": self.model, "base_url": self.base_url,
+                "api": self.api, "decoding": self.decoding.as_dict(), "api_key_env": self.api_key_env,
+                "stop_at_action": self.stop_at_action}
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ------------------------------------------------------------ HTTP
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self._key:
+            h["Authorization"] = f"Bearer {self._key.reveal()}"
+        return h
+
+    def _scrub(self, text: str) -> str:
+        key = self._key.reveal()
+        return text.replace(key, "***") if key else text
+
+    def _fail(self, msg: str, status: int | None = None) -> EndpointError:
+        return EndpointError(self._scrub(msg), status)
+
+    def _request(self, method: str, path: str, payload: dict | None = None, retries: int | None = None) -> dict:
+        """One JSON call with retries (exponential backoff) on connection errors, timeouts, 429 and 5xx."""
+        import requests
+
+        url = self.base_url + path
+        retries = self.retries if retries is None else retries
+        last, last_retry_after = "", None
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt, last_retry_after))
+            last_retry_after = None
+            try:
+                r = self._session.request(method, url, json=payload, headers=self._headers(), timeout=self.timeout)
+            except requests.Timeout:
+                last = f"no answer within {self.timeout:g}s"
+                continue
+            except requests.ConnectionError as e:
+                last = f"cannot connect ({type(e).__name__})"
+                continue
+            except requests.RequestException as e:
+                raise self._fail(f"endpoint {url}: request failed: {type(e).__name__}: {e}") from None
+            if r.status_code in RETRY_STATUS:
+                last = f"HTTP {r.status_code}{_error_detail(r)}"
+                last_retry_after = r.headers.get("Retry-After")
+                continue
+            if r.status_code >= 400:
+                hint = " (check the key in $" + self.api_key_env + ")" if r.status_code in (401, 403) else ""
+                raise self._fail(f"endpoint {url} refused the request: HTTP {r.status_code}{_error_detail(r)}{hint}",
+                                 r.status_code)
+            try:
+                data = r.json()
+            except ValueError:
+                raise self._fail(f"endpoint {url} answered HTTP {r.status_code} with a non-JSON body") from None
+            if not isinstance(data, dict):
+                raise self._fail(f"endpoint {url} answered with unexpected JSON ({type(data).__name__})")
+            return data
+        tries = retries + 1
+        raise self._fail(f"endpoint {url} unreachable after {tries} attempt{'s' * (tries > 1)}: {last}")
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        base = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+        return base * (0.75 + 0.5 * random.random())  # jitter: concurrent rows do not retry in lockstep
+
+    def _server_stops_at_action(self) -> bool:
+        """Whether to send ``stop_at_action``: as configured, else whether the server is `sad-eval serve`."""
+        if self.stop_at_action is not None:
+            return self.stop_at_action
+        with self._probe_lock:
+            if self.stop_at_action is None:
+                try:
+                    data = self._request("GET", "/models", retries=0)
+                except EndpointError as e:
+                    if e.status is None:
+                        return False  # unreachable: not cached; the real request retries and reports it
+                    data = {}  # a server without /v1/models (or refusing it) is not sad-eval's
+                models = data.get("data") or []
+                self.stop_at_action = any(isinstance(m, dict) and m.get("id") == self.model
+                                          and m.get("owned_by") == "sad-eval" for m in models)
+            return self.stop_at_action
+
+    # ------------------------------------------------------------ policy
+
+    def payload(self, state: EpisodeState) -> dict[str, Any]:
+        """The request body for one state's next turn."""
+        msgs = build_messages(state.env, state.task, state.steps, self.exemplars)
+        d = self.decoding
+        body: dict[str, Any] = {"model": self.model, "max_tokens": d.max_new_tokens, "temperature": d.temperature,
+                                "stop": [OBS_STOP]}
+        if d.temperature > 0:
+            body.update(top_p=d.top_p, seed=d.seed + state.sample)  # distinct samples of one task differ
+        if self.api == "chat":
+            body["messages"] = msgs
+        else:
+            body["prompt"] = render(msgs, tokenizer=None, chat=False).text
+        return body
+
+    def _one(self, state: EpisodeState, server_stop: bool) -> Turn:
+        body = self.payload(state)
+        if server_stop:
+            body["stop_at_action"] = True
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        data = self._request("POST", path, body)
+        try:
+            choice = data["choices"][0]
+            text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise self._fail(f"endpoint {self.base_url}{path} answered without choices") from None
+        text = text or ""
+        # after the action line (newline kept, as local generation does), else before a hallucinated observation
+        cut = _stop_index(text, (), action_stop=True)
+        if cut is None:
+            cut = _stop_index(text, [OBS_STOP], action_stop=False)
+        if cut is not None:
+            text = text[:cut]
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        tokens = usage.get("completion_tokens")
+        p = parse_turn(state.env, text)
+        return Turn(reasoning=p.reasoning, action=p.action, raw=text, invalid=not p.valid,
+                    tokens=tokens if isinstance(tokens, int) else None)
+
+    def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
+        states = list(states)
+        if not states:
+            return []
+        server_stop = self._server_stops_at_action()
+        if len(states) == 1 or self.concurrency == 1:
+            return [self._one(s, server_stop) for s in states]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(states)),
+                                thread_name_prefix="sad-eval-openai") as pool:
+            futures = [pool.submit(self._one, s, server_stop) for s in states]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+def _error_detail(r) -> str:
+    """A short server error message from an OpenAI-style error body, if any."""
+    try:
+        data = r.json()
+        err = data.get("error") if isinstance(data, dict) else None
+        msg = err.get("message") if isinstance(err, dict) else err
+    except ValueError:
+        msg = r.text
+    msg = " ".join(str(msg or "").split())
+    return f": {msg[:300]}" if msg else ""
+
+
+def make_openai_policy(spec: str, base_url: str | None = None, **kw: Any) -> OpenAIPolicy:
+    """``openai:MODEL`` + base URL (or ``$OPENAI_BASE_URL``) -> `OpenAIPolicy`; other keywords pass through."""
+    if not spec.startswith(SPEC_PREFIX) or not spec[len(SPEC_PREFIX):].strip():
+        raise SadEvalError(f"bad agent {spec!r}: an endpoint agent is written openai:MODEL")
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        raise SadEvalError(f"agent {spec} needs --base-url (e.g. http://127.0.0.1:8000/v1) or $OPENAI_BASE_URL")
+    return OpenAIPolicy(spec[len(SPEC_PREFIX):].strip(), base_url, **kw)
