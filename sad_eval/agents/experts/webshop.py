@@ -207,12 +207,11 @@ class WebShopOracle:
     def _item(self, goal: dict[str, Any], mem: dict[str, Any], state: EpisodeState) -> Turn:
         clickables = state.info.get("clickables", [])
         selected = state.info.get("selected_options", {})
-        on_target = goal["asin"].upper() in state.info.get("url", "").upper()
-        if not on_target and mem.get("chosen", "").upper() != goal["asin"].upper():
-            # the fallback product: take it as it is
-            return self._buy(goal, state, note="It is the closest match I found.")
-        if not on_target:
+        url = state.info.get("url", "").upper()
+        on_target = goal["asin"].upper() in url
+        if not on_target and mem.get("chosen", "").upper() not in url:
             return Turn("This is not the product I meant to open; I'll go back to the results.", "click[< Prev]")
+        # on the goal product, or on the closest match (fallback): choose every requested option offered
         labels = {_ws(c).casefold(): c for c in clickables}
         tried = mem.setdefault("tried", set())
         for name, value in (goal.get("goal_options") or {}).items():
@@ -226,7 +225,7 @@ class WebShopOracle:
             lead = f"{_join(done).capitalize()} {'is' if len(done) == 1 else 'are'} set. " if done else ""
             return Turn(f"{lead}The request asks for {name}: {value}, and this product offers it, so I select it.",
                         f"click[{label}]")
-        return self._buy(goal, state)
+        return self._buy(goal, state, note="" if on_target else "It is the closest match I found.")
 
     def _buy(self, goal: dict[str, Any], state: EpisodeState, note: str = "") -> Turn:
         obs = state.observation
