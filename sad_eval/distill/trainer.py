@@ -1,0 +1,667 @@
+"""The distillation training loop: one readable function, `train`.
+
+Shape of the loop (in the spirit of Karpathy's nanoGPT train.py; written from scratch): AdamW
+(decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio·lr``, gradient
+clipping, gradient accumulation, optional bf16 autocast, periodic held-out loss per span,
+checkpoint + resume. Runs unchanged under ``torchrun``/``accelerate launch``: with WORLD_SIZE > 1
+the process group is initialised from the environment (gloo on CPU, nccl on GPU) and the model is
+wrapped in DistributedDataParallel.
+
+Batches. Every optimizer step takes a *global* batch of ``batch_size · grad_accum · world_size``
+windows from the curriculum schedule (a deterministic function of seed and step, identical on
+every rank); rank r takes rows r, r+W, … and splits them into ``grad_accum`` micro-batches. Span
+means are taken over the whole global batch: each token's weight is λ_g / N_g with N_g counted
+over the global batch (known before any forward pass), and the loss is multiplied by W because DDP
+averages gradients over ranks. So 1 process × grad_accum 2 and 2 processes × grad_accum 1 make the
+same update (tests check it).
+
+Only supervised positions go through the output layer: the decoder's hidden states are gathered
+at the positions that predict a target token (logits at t predict token t+1), and the LM head
+(49152 × d for SmolLM2) runs on those rows only. Masked positions never produce logits, so their
+gradient is exactly zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from sad_eval.distill import losses
+from sad_eval.distill.curriculum import Schedule, complexity
+from sad_eval.distill.methods import METHODS, groups_for, random_span_masks
+from sad_eval.errors import SadEvalError
+
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "loss_log.jsonl"
+ARGS_FILE = "training_args.json"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    student: str
+    out: str
+    method: str = "sad"
+    loss: str = "ce"  # ce | kl
+    teacher: str | None = None  # online teacher checkpoint (kl)
+    teacher_topk: list[str] | None = None  # top-k sidecars (kl without --teacher); default: beside --data
+    init_from_layers: int | None = None
+    init_source: str = "smollm2-135m"
+    max_steps: int = 200
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # default: 5% of max_steps
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    seq_len: int = 512
+    reserve: int = 128  # the harness's max_new_tokens (see examples.py)
+    lambda_reason: float = 1.0
+    lambda_act: float = 1.0
+    temperature: float = 1.0
+    curriculum: str = "none"
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    c0: float = 0.1
+    competence_steps: int | None = None  # default: max_steps // 2
+    seed: int = 0
+    resume: bool = False
+    stop_at: int | None = None  # checkpoint and exit after this step (time-limited jobs); resume later
+    chat: bool = True
+    only_success: bool = True
+    rules: dict[str, str] = field(default_factory=dict)
+    eval_frac: float = 0.1
+    eval_every: int = 50
+    save_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    bf16: bool | None = None  # None: on for CUDA, off on CPU (measured slower there; docs/distill.md)
+    device: str | None = None
+    threads: int | None = None
+    progress: bool = True
+
+
+# ------------------------------------------------------------------ small helpers
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, T] and a 0/1 real-token mask. With right padding and causal attention
+    no real token attends to a pad, so the model needs no attention mask."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    real = torch.zeros((len(seqs), t), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        real[i, :len(s)] = True
+    return ids, real
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to lr, then cosine decay to min_lr_ratio·lr at max_steps."""
+    warm = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, int(0.05 * cfg.max_steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    span = max(1, cfg.max_steps - warm)
+    progress = min(1.0, (step - warm) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def _direct_head(model) -> bool:
+    """Whether logits = lm_head(base_model(x)) for this architecture (no softcapping/scaling)."""
+    c = model.config
+    return (getattr(model, "base_model", model) is not model and model.get_output_embeddings() is not None
+            and getattr(c, "final_logit_softcapping", None) is None and getattr(c, "logit_scale", None) is None)
+
+
+def selected_logits(model, input_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] at positions (rows, cols) only (cols = target position − 1)."""
+    if _direct_head(model):
+        out = model.base_model(input_ids=input_ids, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return model.get_output_embeddings()(hidden[rows, cols])
+    return model(input_ids=input_ids, use_cache=False).logits[rows, cols]
+
+
+class SelectedLogits(nn.Module):
+    """The student behind one forward (what DDP wraps): ids -> logits at selected positions."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, rows, cols):
+        return selected_logits(self.model, input_ids, rows, cols)
+
+
+# ------------------------------------------------------------------ distributed
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_reduce(values: list[float], d: Dist) -> list[float]:
+    if d.world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ------------------------------------------------------------------ data preparation
+
+@dataclass
+class Prepared:
+    """One window as tensors: ids, the method's group masks, the true span masks, selection."""
+
+    ids: list[int]
+    groups: list[torch.Tensor]  # per group: bool [T] over target tokens
+    reason: torch.Tensor  # true REASON mask (logging)
+    act: torch.Tensor
+    select: torch.Tensor  # union: positions whose logits are computed
+    counts: list[int]
+    topk_ids: torch.Tensor | None = None  # [T, k] rows for target positions (top-k teacher)
+    topk_lp: torch.Tensor | None = None
+
+
+def prepare(examples, cfg: TrainConfig, topk=None) -> tuple[list[Prepared], list[str], dict[str, int]]:
+    """Tensors per window for the configured method; with a top-k cache, attach teacher rows and
+    drop target tokens that have none."""
+    stats = {"topk_turns": 0, "topk_missing": 0, "topk_mismatch": 0}
+    out, names = [], []
+    for i, ex in enumerate(examples):
+        r = torch.tensor(ex.m_reason, dtype=torch.bool)
+        a = torch.tensor(ex.m_act, dtype=torch.bool)
+        traj = torch.tensor(ex.m_traj, dtype=torch.bool)
+        rand = None
+        if cfg.method == "random-span":
+            rr, ra = random_span_masks(ex.m_reason, ex.m_act, ex.m_traj, random.Random(cfg.seed * 7919 + i))
+            rand = (torch.tensor(rr, dtype=torch.bool), torch.tensor(ra, dtype=torch.bool))
+        groups = groups_for(cfg.method, r, a, traj, cfg.lambda_reason, cfg.lambda_act, rand)
+        names = [n for n, _, _ in groups]
+        masks = [m for _, m, _ in groups]
+        tk_ids = tk_lp = None
+        if topk is not None:
+            have = torch.zeros(len(ex.input_ids), dtype=torch.bool)
+            tk_ids = torch.zeros((len(ex.input_ids), topk.k), dtype=torch.long)
+            tk_lp = torch.zeros((len(ex.input_ids), topk.k), dtype=torch.float32)
+            for turn, t0, t1 in ex.turn_tokens:
+                got = topk.get(ex.key, turn)
+                if got is None:
+                    stats["topk_missing"] += 1
+                    continue
+                ids, tids, tlp = got
+                if ids.tolist() != ex.input_ids[t0:t1]:
+                    stats["topk_mismatch"] += 1
+                    continue
+                stats["topk_turns"] += 1
+                have[t0:t1] = True
+                tk_ids[t0:t1] = tids.long()
+                tk_lp[t0:t1] = tlp.float()
+            masks = [m & have for m in masks]
+            r, a = r & have, a & have
+        select = r | a
+        for m in masks:
+            select = select | m
+        out.append(Prepared(ex.input_ids, masks, r, a, select, [int(m.sum()) for m in masks], tk_ids, tk_lp))
+    weights = [w for _, _, w in groups_for(cfg.method, [0], [0], [0], cfg.lambda_reason, cfg.lambda_act,
+                                           ([0], [0]))]
+    return out, list(zip(names, weights)), stats
+
+
+def split_by_episode(examples, frac: float, seed: int):
+    """Hold out whole episodes (about ``frac`` of them) for evaluation."""
+    keys = sorted({e.key for e in examples})
+    if frac <= 0 or len(keys) < 2:
+        return list(range(len(examples))), []
+    rng = random.Random(seed)
+    rng.shuffle(keys)
+    held = set(keys[:max(1, round(frac * len(keys)))])
+    train = [i for i, e in enumerate(examples) if e.key not in held]
+    return train, [i for i, e in enumerate(examples) if e.key in held]
+
+
+# ------------------------------------------------------------------ one micro-batch
+
+def micro_batch(items: list[Prepared], pad_id: int, device):
+    """Padded ids and the flattened selection: rows/cols index the *predicting* positions."""
+    ids, real = pad_batch([p.ids for p in items], pad_id)
+    t = ids.shape[1]
+
+    def stack(get):
+        m = torch.zeros((len(items), t), dtype=torch.bool)
+        for i, p in enumerate(items):
+            v = get(p)
+            m[i, :len(v)] = v
+        return m
+
+    sel = stack(lambda p: p.select)
+    rows, tgt = sel.nonzero(as_tuple=True)
+    batch = {
+        "ids": ids.to(device), "rows": rows.to(device), "cols": (tgt - 1).to(device),
+        "targets": ids[rows, tgt].to(device),
+        "groups": [stack(lambda p, g=g: p.groups[g])[rows, tgt].to(device) for g in range(len(items[0].groups))],
+        "reason": stack(lambda p: p.reason)[rows, tgt].to(device),
+        "act": stack(lambda p: p.act)[rows, tgt].to(device),
+        "tokens": int(real.sum()),
+    }
+    if items[0].topk_ids is not None:
+        k = items[0].topk_ids.shape[1]
+        tids = torch.zeros((len(items), t, k), dtype=torch.long)
+        tlp = torch.zeros((len(items), t, k))
+        for i, p in enumerate(items):
+            tids[i, :len(p.ids)] = p.topk_ids
+            tlp[i, :len(p.ids)] = p.topk_lp
+        batch["topk_ids"], batch["topk_lp"] = tids[rows, tgt].to(device), tlp[rows, tgt].to(device)
+    return batch
+
+
+def per_token_loss(logits: torch.Tensor, batch: dict, cfg: TrainConfig, teacher=None) -> torch.Tensor:
+    if cfg.loss == "ce":
+        return losses.ce_per_token(logits, batch["targets"])
+    if teacher is not None:
+        with torch.no_grad():
+            t_logits = selected_logits(teacher, batch["ids"], batch["rows"], batch["cols"])
+        return losses.kl_per_token(logits, t_logits, cfg.temperature)
+    return losses.topk_kl_per_token(logits, batch["topk_ids"], batch["topk_lp"], cfg.temperature)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def _rng_state() -> dict:
+    import numpy as np
+
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    import numpy as np
+
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg: TrainConfig, d: Dist,
+                    extra: dict | None = None) -> None:
+    """Model (safetensors) + tokenizer + training_args.json into ``out``; optimizer, step and RNG
+    into trainer_state.pt, written last, so a checkpoint is complete iff its state file names it."""
+    if d.world > 1:
+        torch.save(_rng_state(), out / f"rng_rank{d.rank}.pt.partial")
+    if d.main:
+        tmp = out / ".checkpoint.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        args = {**asdict(cfg), "step": step, **(extra or {})}
+        (tmp / ARGS_FILE).write_text(json.dumps(args, indent=2, default=str))
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), "world": d.world}
+        torch.save(state, out / (STATE_FILE + ".partial"))
+        os.replace(out / (STATE_FILE + ".partial"), out / STATE_FILE)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        os.replace(out / f"rng_rank{d.rank}.pt.partial", out / f"rng_rank{d.rank}.pt")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except ValueError:
+            pass
+    path.write_text("".join(l + "\n" for l in keep))
+
+
+# ------------------------------------------------------------------ the loop
+
+def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
+    """Train a student; returns a summary (steps, final losses, throughput, peak memory)."""
+    import warnings
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from sad_eval.distill import students
+    from sad_eval.distill.examples import build_examples
+    from sad_eval.trajectory import load_trajectories
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    if cfg.method not in METHODS:
+        raise SadEvalError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.loss not in ("ce", "kl"):
+        raise SadEvalError(f"unknown loss {cfg.loss!r}; choose ce or kl")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    d = init_distributed(device.type)
+    if device.type == "cuda" and d.world > 1:
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    say = log if d.main else (lambda *a, **k: None)
+    out = Path(cfg.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    # -- resume point
+    state = None
+    if cfg.resume and (out / STATE_FILE).is_file():
+        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        if state.get("world", 1) != d.world:
+            say(f"note: resuming a {state.get('world', 1)}-process run on {d.world} processes")
+    elif cfg.resume:
+        say(f"no checkpoint in {out}; starting fresh")
+
+    # -- models and tokenizer
+    torch.manual_seed(cfg.seed)
+    if state is not None:
+        model = students._load(out, torch.float32)
+        tok_path = out
+    else:
+        model, tok_path = students.build_student(cfg.student, cfg.init_from_layers, cfg.init_source, cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    teacher, topk = None, None
+    if cfg.loss == "kl":
+        if cfg.teacher:
+            teacher = students.load_teacher(cfg.teacher)
+            t_tok = AutoTokenizer.from_pretrained(students.resolve_model(cfg.teacher))
+            students.check_same_vocab(tokenizer, t_tok, teacher, model)
+            teacher.to(device)
+        else:
+            from sad_eval.distill.topk import TopK, sidecar_path
+
+            if cfg.method in ("token", "random-span"):
+                raise SadEvalError(f"--method {cfg.method} supervises tokens outside the assistant turns, which a "
+                                   "top-k cache does not cover: pass an online --teacher")
+            topk = TopK(cfg.teacher_topk or [sidecar_path(p) for p in cfg.data])
+            if topk.vocab_size and topk.vocab_size != model.get_output_embeddings().weight.shape[0]:
+                raise SadEvalError(f"top-k cache vocab {topk.vocab_size} differs from the student's "
+                                   f"{model.get_output_embeddings().weight.shape[0]} logits")
+    model.to(device)
+    model.train()
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
+
+    # -- data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        episodes = load_trajectories(cfg.data)
+        examples, bstats = build_examples(episodes, tokenizer, cfg.seq_len, cfg.chat, cfg.only_success,
+                                          cfg.rules, reserve=cfg.reserve)
+    for w in caught:
+        say(f"warning: {w.message}")
+    if not examples:
+        raise SadEvalError(f"no training sequences from {', '.join(map(str, cfg.data))} ({bstats.summary()})")
+    say(f"data: {bstats.summary()}")
+    prepared, group_info, pstats = prepare(examples, cfg, topk)
+    if topk is not None:
+        say(f"top-k teacher: {pstats['topk_turns']} turns matched, {pstats['topk_missing']} missing, "
+            f"{pstats['topk_mismatch']} with different tokens (dropped)")
+        if pstats["topk_turns"] == 0:
+            raise SadEvalError("the top-k cache covers none of the training turns")
+    train_idx, eval_idx = split_by_episode(examples, cfg.eval_frac, cfg.seed)
+    if not train_idx:
+        raise SadEvalError("no training sequences left after the held-out split")
+
+    # -- curriculum
+    entropy = {}
+    if cfg.curriculum != "none" and cfg.gamma and (teacher is not None or topk is not None):
+        entropy = _teacher_entropy(examples, prepared, teacher, device, pad_id)
+    per_ep: dict[str, list[float]] = {}
+    for e in examples:
+        v = per_ep.setdefault(e.key, [0.0, 0.0])
+        v[0] += sum(e.m_reason)
+        v[1] += sum(e.m_act)
+    scores = [complexity(*per_ep[examples[i].key], entropy.get(examples[i].key, 0.0), cfg.alpha, cfg.beta,
+                         cfg.gamma) for i in train_idx]
+    gsize = cfg.batch_size * cfg.grad_accum * d.world
+    sched = Schedule(scores, gsize, cfg.curriculum, cfg.seed,
+                     cfg.competence_steps or max(1, cfg.max_steps // 2), cfg.c0)
+
+    # -- optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                                  eps=1e-8)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        rng_file = out / f"rng_rank{d.rank}.pt"
+        _set_rng_state(torch.load(rng_file, weights_only=False) if (d.world > 1 and rng_file.is_file())
+                       else state["rng"])
+        if d.main:
+            _truncate_log(out / LOG_FILE, start)
+        say(f"resumed from step {start}")
+
+    net = SelectedLogits(model)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    if d.main:
+        (out / ARGS_FILE).write_text(json.dumps({**asdict(cfg), "step": start}, indent=2, default=str))
+    logf = open(out / LOG_FILE, "a") if d.main else None
+
+    def record(row: dict) -> None:
+        if logf:
+            logf.write(json.dumps(row) + "\n")
+            logf.flush()
+
+    def evaluate(step: int) -> dict | None:
+        if not eval_idx:
+            return None
+        model.eval()
+        sums = [0.0] * 4
+        mine = eval_idx[d.rank::d.world]
+        with torch.no_grad(), autocast():
+            for b0 in range(0, len(mine), cfg.batch_size):
+                batch = micro_batch([prepared[i] for i in mine[b0:b0 + cfg.batch_size]], pad_id, device)
+                logits = selected_logits(model, batch["ids"], batch["rows"], batch["cols"])
+                lt = per_token_loss(logits, batch, cfg, teacher).float()
+                sums[0] += float((lt * batch["reason"]).sum())
+                sums[1] += float(batch["reason"].sum())
+                sums[2] += float((lt * batch["act"]).sum())
+                sums[3] += float(batch["act"].sum())
+        model.train()
+        s = _all_reduce(sums, d)
+        row = {"step": step, "split": "eval", "reason": s[0] / s[1] if s[1] else None,
+               "act": s[2] / s[3] if s[3] else None}
+        record(row)
+        return row
+
+    # -- loop
+    tokens_seen, t_start = 0, time.perf_counter()
+    last = {"loss": float("nan"), "reason": float("nan"), "act": float("nan")}
+    progress = _Progress(cfg.progress and d.main, cfg.max_steps, start)
+    if start == 0 and cfg.eval_every:
+        ev = evaluate(0)
+        if ev:
+            say(f"step 0 held-out: reason {_f(ev['reason'])} act {_f(ev['act'])}")
+    if d.main and torch.cuda.is_available() and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
+    for step in range(start, end):
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        glob = [train_idx[j] for j in sched.batch(step)]
+        counts = [sum(prepared[i].counts[g] for i in glob) for g in range(len(group_info))]
+        mine = glob[d.rank::d.world]
+        micro = [mine[m * cfg.batch_size:(m + 1) * cfg.batch_size] for m in range(cfg.grad_accum)]
+        stats = [0.0] * 5  # loss, reason sum, reason n, act sum, act n
+        n_tok = 0
+        for m, rows in enumerate(micro):
+            if not rows:
+                continue
+            batch = micro_batch([prepared[i] for i in rows], pad_id, device)
+            sync = nullcontext() if (d.world == 1 or m == len(micro) - 1) else net.no_sync()
+            with sync:
+                with autocast():
+                    logits = net(batch["ids"], batch["rows"], batch["cols"])
+                lt = per_token_loss(logits, batch, cfg, teacher)
+                groups = [(n, gm, w) for (n, w), gm in zip(group_info, batch["groups"])]
+                loss = losses.group_loss(lt, groups, counts) * d.world
+                loss.backward()
+            with torch.no_grad():
+                stats[0] += float(loss) / d.world
+                stats[1] += float((lt * batch["reason"]).sum())
+                stats[2] += float(batch["reason"].sum())
+                stats[3] += float((lt * batch["act"]).sum())
+                stats[4] += float(batch["act"].sum())
+            n_tok += batch["tokens"]
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        s = _all_reduce(stats + [n_tok], d)
+        tokens_seen += int(s[5])
+        dt = time.perf_counter() - t0
+        last = {"loss": s[0], "reason": s[1] / s[2] if s[2] else float("nan"),
+                "act": s[3] / s[4] if s[4] else float("nan")}
+        row = {"step": step + 1, "split": "train", "loss": last["loss"], "reason": _nan(last["reason"]),
+               "act": _nan(last["act"]), "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else None,
+               "tokens": int(s[5]), "tok_per_s": s[5] / dt if dt > 0 else None, "epoch": sched.epoch(step + 1)}
+        record(row)
+        progress.update(step + 1, row)
+        if not progress.enabled and cfg.log_every and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps):
+            say(f"step {step + 1}/{cfg.max_steps} loss {last['loss']:.4f} reason {_f(last['reason'])} "
+                f"act {_f(last['act'])} lr {lr:.2e} {row['tok_per_s'] or 0:.0f} tok/s")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < end:
+            ev = evaluate(step + 1)
+            if ev:
+                say(f"step {step + 1} held-out: reason {_f(ev['reason'])} act {_f(ev['act'])}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < end:
+            save_checkpoint(out, model, tokenizer, optimizer, step + 1, cfg, d)
+    progress.close()
+    elapsed = time.perf_counter() - t_start
+    final_eval = evaluate(end) if cfg.eval_every else None
+    summary = {"steps": end, "start": start, "loss": last["loss"], "reason": last["reason"],
+               "act": last["act"], "eval": final_eval, "tokens": tokens_seen,
+               "tok_per_s": tokens_seen / elapsed if elapsed > 0 else None, "elapsed_s": elapsed,
+               "peak_mem_mb": _peak_mem_mb(device), "params": students.param_count(model),
+               "sequences": len(examples), "train_sequences": len(train_idx), "eval_sequences": len(eval_idx),
+               "data": asdict(bstats)}
+    save_checkpoint(out, model, tokenizer, optimizer, end, cfg, d, {"summary": summary})
+    if logf:
+        logf.close()
+    say(f"saved {out} (step {end}/{cfg.max_steps}; {summary['tok_per_s'] or 0:.0f} tok/s)")
+    return summary
+
+
+def _teacher_entropy(examples, prepared, teacher, device, pad_id) -> dict[str, float]:
+    """Mean teacher entropy over each episode's REASON ∪ ACT targets (for the curriculum's γ·H)."""
+    sums: dict[str, list[float]] = {}
+    for ex, p in zip(examples, prepared):
+        tgt = (p.reason | p.act).nonzero(as_tuple=True)[0]
+        if len(tgt) == 0:
+            continue
+        if teacher is not None:
+            ids = torch.tensor([p.ids], device=device)
+            with torch.no_grad():
+                logits = selected_logits(teacher, ids, torch.zeros_like(tgt).to(device), (tgt - 1).to(device))
+            h = losses.entropy_per_token(logits)
+        else:
+            h = losses.topk_entropy(p.topk_lp[tgt])
+        v = sums.setdefault(ex.key, [0.0, 0])
+        v[0] += float(h.sum())
+        v[1] += len(tgt)
+    return {k: s / n for k, (s, n) in sums.items() if n}
+
+
+def _peak_mem_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _f(x) -> str:
+    return "nan" if x is None or x != x else f"{x:.4f}"
+
+
+def _nan(x):
+    return None if x is None or x != x else x
+
+
+class _Progress:
+    """A rich progress bar with the losses per span and tokens/s (off when not wanted)."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        import sys
+
+        self.enabled = enabled and sys.stderr.isatty()
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("distill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          TextColumn("{task.fields[info]}"))
+        self.p.start()
+        self.task = self.p.add_task("train", total=total, completed=start, info="")
+
+    def update(self, step: int, row: dict) -> None:
+        if self.enabled:
+            info = (f"loss {row['loss']:.3f} [blue]R {_f(row['reason'])}[/] [red]A {_f(row['act'])}[/] "
+                    f"{row['tok_per_s'] or 0:.0f} tok/s")
+            self.p.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()

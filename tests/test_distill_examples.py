@@ -1,0 +1,144 @@
+"""Training sequences: the context is what `build_context` renders; targets are the assistant turns."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import pytest
+
+from sad_eval.agents.prompts import build_context
+from sad_eval.distill.examples import build_examples, episode_examples
+from sad_eval.segment import format_turn
+from sad_eval.trajectory import load_trajectories
+
+FIXTURE = Path(__file__).parent / "data" / "distill_teacher.jsonl"
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    return load_trajectories([FIXTURE])
+
+
+def _build(episodes, tok, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_examples(episodes, tok, **kw)
+
+
+def test_fixture_covers_three_envs_and_a_failure(episodes):
+    assert {e.env for e in episodes} == {"alfworld", "webshop", "hotpotqa"}
+    assert any(not e.success for e in episodes)
+    for e in episodes:
+        if e.env == "hotpotqa":
+            assert e.steps[-1].action.startswith("finish[")
+
+
+@pytest.mark.parametrize("seq_len,reserve", [(4096, 128), (512, 128), (512, 0)])
+def test_context_is_build_context_and_targets_are_the_turns(episodes, smol_tokenizer, seq_len, reserve):
+    tok = smol_tokenizer
+    examples, stats = _build(episodes, tok, seq_len=seq_len, reserve=reserve)
+    by_key = {(e.task_id, e.sample): e for e in episodes}
+    checked = 0
+    for ex in examples:
+        ep = by_key[(ex.task_id, ex.sample)]
+        assert len(ex.input_ids) <= seq_len
+        target_pos = {i for i, (r, a) in enumerate(zip(ex.m_reason, ex.m_act)) if r or a}
+        turn_pos = set()
+        for turn, t0, t1 in ex.turn_tokens:
+            turn_pos |= set(range(t0, t1))
+            step = ep.steps[turn]
+            content = format_turn(ep.env, step.reasoning, step.action)
+            assert tok.decode(ex.input_ids[t0:t1]) == content
+            if ex.truncated:
+                continue
+            n_content = len(tok(content, add_special_tokens=False)["input_ids"])
+            _, ctx = build_context(ep.env, ep.prompt, ep.steps[:turn], tok, chat=True, max_tokens=seq_len,
+                                   add_generation_prompt=True, reserve=max(reserve, n_content))
+            # the tokens before the turn are exactly the harness's context, tokenized on its own
+            assert ex.input_ids[:t0] == tok(ctx.text, add_special_tokens=False)["input_ids"]
+            checked += 1
+        assert target_pos == turn_pos  # every target token is an assistant-turn token and vice versa
+        assert not any(r and a for r, a in zip(ex.m_reason, ex.m_act))
+    assert checked >= 20
+    # every turn of every used episode is a target exactly once
+    turns = sorted((ex.task_id, t) for ex in examples for t, _, _ in ex.turn_tokens)
+    want = sorted((e.task_id, i) for e in episodes if e.success for i in range(len(e.steps)))
+    assert turns == want
+    assert stats.used == 6 and stats.skipped_failed == 1
+
+
+def test_windows_pack_turns_and_elide_old_observations(episodes, smol_tokenizer):
+    examples, _ = _build(episodes, smol_tokenizer, seq_len=512, reserve=128)
+    long_ep = [ex for ex in examples if ex.task_id.startswith("train/pick_clean")]
+    assert len(long_ep) > 1 and len(long_ep[0].turns) > 1  # several windows, the first packs turns
+    later = smol_tokenizer.decode(long_ep[1].input_ids)
+    assert "Observation: [earlier observation elided]" in later
+    single, _ = _build(episodes, smol_tokenizer, seq_len=8192)
+    assert len(single) == 6 and all(len(ex.turns) == len(ep.steps) for ex, ep in
+                                    zip(single, [e for e in episodes if e.success]))
+
+
+def test_only_success_is_an_option(episodes, smol_tokenizer):
+    _, stats = _build(episodes, smol_tokenizer, seq_len=4096)
+    assert stats.skipped_failed == 1
+    with pytest.warns(UserWarning, match="skipped 1 failed"):
+        build_examples(episodes, smol_tokenizer, seq_len=4096)
+    ex_all, stats_all = _build(episodes, smol_tokenizer, seq_len=4096, only_success=False)
+    assert stats_all.skipped_failed == 0 and len(ex_all) == 7
+
+
+def test_traj_mask_is_everything_after_the_system_prompt_once(episodes, smol_tokenizer):
+    tok = smol_tokenizer
+    examples, _ = _build(episodes, tok, seq_len=512, reserve=128)
+    for ex in examples:
+        first = ex.m_traj.index(1)
+        assert all(ex.m_traj[first:])  # one contiguous run to the end
+        assert all(t for t, r, a in zip(ex.m_traj, ex.m_reason, ex.m_act) if r or a)  # R, A within TRAJ
+        text = tok.decode(ex.input_ids[first:])
+        if ex.window == 0:
+            assert text.startswith("<|im_start|>user\n")
+            assert "<|im_start|>system" in tok.decode(ex.input_ids[:first])
+        elif not ex.truncated:
+            # later windows start after the last turn an earlier window supervised
+            assert text.startswith("<|im_end|>\n<|im_start|>user\nObservation:")
+
+
+def test_invalid_turns_are_context_only(episodes, smol_tokenizer):
+    ep = copy.deepcopy([e for e in episodes if e.env == "alfworld"][1])
+    ep.steps[1].invalid = True
+    examples = episode_examples(ep, smol_tokenizer, seq_len=4096)
+    assert [t for t, _, _ in examples[0].turn_tokens] == [0, 2, 3, 4]
+    assert ep.steps[1].reasoning in smol_tokenizer.decode(examples[0].input_ids)
+
+
+def test_plain_text_rendering_without_chat(episodes, smol_tokenizer):
+    examples, _ = _build(episodes, smol_tokenizer, seq_len=4096, chat=False)
+    text = smol_tokenizer.decode(examples[0].input_ids)
+    assert "<|im_start|>" not in text and text.startswith("You are an agent in a household")
+    ep = [e for e in episodes if e.success][0]
+    for turn, t0, t1 in examples[0].turn_tokens:
+        s = ep.steps[turn]
+        assert smol_tokenizer.decode(examples[0].input_ids[t0:t1]) == format_turn(ep.env, s.reasoning, s.action)
+
+
+def test_overlong_turns_keep_system_prompt_and_target(episodes, smol_tokenizer):
+    examples, stats = _build(episodes, smol_tokenizer, seq_len=300, reserve=0)
+    assert stats.truncated > 0
+    for ex in examples:
+        assert len(ex.input_ids) <= 300
+        if ex.truncated:
+            assert smol_tokenizer.decode(ex.input_ids).startswith("<|im_start|>system")
+            (turn, t0, t1), = ex.turn_tokens
+            assert t1 == len(ex.input_ids) and sum(ex.m_reason) + sum(ex.m_act) == t1 - t0
+
+
+def test_hotpotqa_finish_is_an_answer_line_in_the_act_span(episodes, smol_tokenizer):
+    examples, _ = _build([e for e in episodes if e.env == "hotpotqa" and e.success], smol_tokenizer, seq_len=4096)
+    act = smol_tokenizer.decode([i for i, m in zip(examples[0].input_ids, examples[0].m_act) if m])
+    assert "Answer: yes\n" in act and "finish[" not in act
+    two, _ = _build([e for e in episodes if e.env == "hotpotqa" and e.success], smol_tokenizer, seq_len=4096,
+                    rules={"hotpotqa": "hotpotqa-two-phase"})
+    act2 = smol_tokenizer.decode([i for i, m in zip(two[0].input_ids, two[0].m_act) if m])
+    assert act2 == "Answer: yes\n"  # two-phase: only the final answer is an action
