@@ -35,7 +35,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules that add their area's commands: each has `register(app)`.
-COMMAND_MODULES: list[str] = ["sad_eval.serve_cli"]
+COMMAND_MODULES: list[str] = ["sad_eval.serve_cli", "sad_eval.distill.cli"]
 
 # set by the root callback; read by `main` for error display
 STATE = {"debug": False}
