@@ -1,0 +1,336 @@
+"""ALFWorld (TextWorld/PDDL household games) as a Gymnasium text env: `sad_eval/ALFWorld-v0`.
+
+Engine: `textworld[pddl]==1.7.0` plus `alfworld==0.3.5` installed without its dependencies. Its
+text env needs nothing beyond textworld's own deps (tqdm, termcolor, numpy); but
+`alfworld/agents/environment/__init__.py` also imports the THOR env (ai2thor, cv2), so the text
+env module is loaded by file path and only its wrappers are used: `AlfredDemangler` (readable
+names like "mug 1"), `AlfredInfos`, and `AlfredExpert` (the handcoded expert's next command).
+
+Observations follow ReAct's cleanup (Yao et al. 2023, alfworld notebook, reimplemented): the
+`-= Welcome to TextWorld, ALFRED! =-` banner is dropped from the first observation and the
+"You arrive at loc N." prefix from arrivals. Invalid commands get the game's own
+"Nothing happens.".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import random
+import re
+import string
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator, Sequence
+
+import gymnasium
+from gymnasium import spaces
+
+from sad_eval.data import ALFWORLD_SPLITS, require
+from sad_eval.errors import SadEvalError
+
+GAMES_DIR = "alfworld/json_2.1.1"
+GAME_FILE = "game.tw-pddl"
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+MAX_TEXT = 8192
+TEXT_CHARSET = frozenset(string.printable)
+
+_BANNER = re.compile(r"^\s*-=.*=-\s*$")
+_ARRIVE = re.compile(r"^You arrive at loc \d+\.\s*")
+_TASK = re.compile(r"Your task is to:\s*(.+?)\s*$", re.S)
+_UNSOLVABLE = re.compile(rb'"solvable"\s*:\s*false')
+
+
+# ---------------------------------------------------------------- tasks
+
+def _split_dir(split: str, data_root: str | Path | None) -> Path:
+    if split not in ALFWORLD_SPLITS:
+        raise SadEvalError(f"unknown ALFWorld split {split!r}; choose one of {', '.join(ALFWORLD_SPLITS)}")
+    return require(f"{GAMES_DIR}/{ALFWORLD_SPLITS[split]}", Path(data_root) if data_root else None)
+
+
+def _tail(path: Path, n: int = 256) -> bytes:
+    # `solvable` is the game JSON's last key: no need to parse ~85 KB per game
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - n))
+        return f.read()
+
+
+@functools.lru_cache(maxsize=16)
+def _list_tasks(split_dir: Path) -> tuple[str, ...]:
+    ids = []
+    for game in split_dir.glob(f"*/*/{GAME_FILE}"):
+        trial = game.parent
+        # Upstream skips movable/sliced variants and games its expert marked unsolvable.
+        if "movable" in str(trial) or "Sliced" in str(trial) or not (trial / "traj_data.json").is_file():
+            continue
+        if _UNSOLVABLE.search(_tail(game)):
+            continue
+        ids.append(f"{split_dir.name}/{trial.parent.name}/{trial.name}")
+    return tuple(sorted(ids))
+
+
+def list_tasks(split: str = "valid_unseen", data_root: str | Path | None = None) -> list[str]:
+    """Task ids of a split (`<split folder>/<task folder>/<trial>`), in stable sorted order."""
+    return list(_list_tasks(_split_dir(split, data_root)))
+
+
+def task_type_of(task_id: str) -> str:
+    """The task type is the prefix of the task folder (`pick_clean_then_place_in_recep-Mug-...`)."""
+    return task_id.split("/")[1].split("-", 1)[0]
+
+
+def clean_observation(text: str, first: bool = False) -> str:
+    """ReAct-style cleanup: no welcome banner, no 'You arrive at loc N.' prefix."""
+    text = text.strip()
+    if first:
+        paras = [p.strip() for p in text.split("\n\n") if p.strip() and not _BANNER.match(p)]
+        return "\n".join(paras)
+    return _ARRIVE.sub("", text)
+
+
+def goal_of(first_observation: str) -> str:
+    m = _TASK.search(first_observation)
+    return m.group(1).rstrip(".") if m else ""
+
+
+# ---------------------------------------------------------------- engine
+
+@functools.cache
+def engine() -> SimpleNamespace:
+    """TextWorld's PDDL env and ALFWorld's text-env wrappers, imported once per process."""
+    try:
+        import alfworld
+        import alfworld.agents.expert.handcoded_expert as handcoded
+        import alfworld.gen.constants as constants
+        import fast_downward
+        import textworld
+        from textworld.envs.pddl import PddlEnv
+    except ImportError as e:
+        raise SadEvalError(
+            f"the ALFWorld engine is not installed ({e}); run `make setup` "
+            "(textworld[pddl]==1.7.0 and alfworld==0.3.5 --no-deps)"
+        ) from e
+    name = "sad_eval.envs._alfred_tw_env"
+    if name not in sys.modules:
+        path = Path(alfworld.__file__).parent / "agents" / "environment" / "alfred_tw_env.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    tw = sys.modules[name]
+
+    class GuardedExpert(tw.AlfredExpert):
+        """AlfredExpert with a per-env RNG and no crash when the handcoded expert gives up."""
+
+        rng = random.Random(0)
+        error: str | None = None
+
+        def _gather_infos(self) -> None:
+            # The handcoded expert draws from the global `random`; swap in this env's own RNG
+            # so episodes are reproducible per seed and instances share no state.
+            saved, handcoded.random = handcoded.random, self.rng
+            self.error = None
+            try:
+                super()._gather_infos()
+            except Exception as e:  # timeout or failure: no advice from here on; the game goes on
+                self.state["extra.expert_plan"] = []
+                self.error = f"{type(e).__name__}: {e}"
+            finally:
+                handcoded.random = saved
+
+    # receptacle classes where an object class is usually found (the expert's search prior)
+    priors: dict[str, list[str]] = {}
+    for recep, objs in constants.VAL_RECEPTACLE_OBJECTS.items():
+        for obj in objs:
+            priors.setdefault(obj.lower(), []).append(recep.lower())
+    return SimpleNamespace(textworld=textworld, fast_downward=fast_downward, PddlEnv=PddlEnv, tw=tw,
+                           GuardedExpert=GuardedExpert,
+                           priors={k: sorted(v) for k, v in priors.items()},
+                           objects={o.lower() for o in constants.OBJECTS})
+
+
+@contextlib.contextmanager
+def translation_cache(memo: dict[tuple[str, str, bool], Any]) -> Iterator[None]:
+    """Reuse the PDDL->SAS translation of the loaded game across resets, and undo its side effect.
+
+    Every `PddlEnv.reset` translates the game's PDDL twice (~80% of a reset); the result depends
+    only on (domain, problem, optimize) and is only read afterwards, so resetting the same game
+    again can reuse it. fast-downward's translator also overwrites `sys.argv`; it is restored.
+    """
+    fd = engine().fast_downward
+    original, argv = fd.pddl2sas, list(sys.argv)
+
+    def cached(domain: str, problem: str, verbose: bool = False, optimize: bool = False):
+        key = (domain, problem, bool(optimize))
+        if key not in memo:
+            memo[key] = original(domain, problem, verbose=verbose, optimize=optimize)
+        return memo[key]
+
+    fd.pddl2sas = cached
+    try:
+        yield
+    finally:
+        fd.pddl2sas = original
+        sys.argv[:] = argv
+
+
+def make_engine(expert: bool):
+    """One TextWorld PDDL env with the ALFRED wrappers (its own copy of fast-downward's library)."""
+    eng = engine()
+    extras = ["gamefile"] + (["expert_plan"] if expert else [])
+    env = eng.PddlEnv(eng.textworld.EnvInfos(won=True, admissible_commands=True, extras=extras))
+    wrappers = [eng.tw.AlfredDemangler(shuffle=False), eng.tw.AlfredInfos]
+    if expert:
+        # keyword: upstream `init_env` passes the type positionally (as `env`) and it is ignored
+        wrappers.append(eng.GuardedExpert(expert_type="handcoded"))
+    for w in wrappers:
+        env = w(env)
+    return env
+
+
+def task_params(trial_dir: Path) -> dict[str, str]:
+    """The ALFRED goal parameters, lower-cased like the expert's (object, receptacles, lamp)."""
+    traj = json.loads((trial_dir / "traj_data.json").read_text())
+    params = {k: (v.lower() if isinstance(v, str) else v) for k, v in traj["pddl_params"].items()}
+    return {"task_type": traj["task_type"], **params}
+
+
+# ---------------------------------------------------------------- the env
+
+class ALFWorldEnv(gymnasium.Env[str, str]):
+    """One ALFWorld game per episode; actions and observations are text.
+
+    `reset(options={"task_id": id} | {"index": i})` picks the game; without options a game is
+    drawn with the env's seeded RNG. Reward 1.0 and `terminated` on a win; `truncated` after
+    `max_steps` actions. With `expert=True` (default) `info["privileged"]` carries the handcoded
+    expert's next command (`expert_action`) and the goal parameters.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: turn-based text, set only to quiet the checker
+
+    def __init__(self, split: str = "valid_unseen", data_root: str | Path | None = None, max_steps: int = 50,
+                 expert: bool = True, tasks: Sequence[str] | None = None, render_mode: str | None = None):
+        if render_mode not in (None, "ansi"):
+            raise SadEvalError(f"unsupported render_mode {render_mode!r} (ALFWorld renders 'ansi' text)")
+        self.split = split
+        self.max_steps = int(max_steps)
+        self.expert = bool(expert)
+        self.render_mode = render_mode
+        self._root = _split_dir(split, data_root).parent
+        all_ids = list_tasks(split, data_root)
+        if tasks is not None:
+            unknown = sorted(set(tasks) - set(all_ids))
+            if unknown:
+                raise SadEvalError(f"unknown ALFWorld task ids for split {split!r}: {', '.join(unknown[:3])}")
+            all_ids = sorted(set(tasks))
+        if not all_ids:
+            raise SadEvalError(f"no ALFWorld games in {self._root / ALFWORLD_SPLITS[split]} "
+                               "(run `sad-eval data install`)")
+        self._task_ids = all_ids
+        self.observation_space = spaces.Text(MAX_TEXT, min_length=0, charset=TEXT_CHARSET)
+        self.action_space = spaces.Text(MAX_TEXT, min_length=0, charset=TEXT_CHARSET)
+        self._game = make_engine(self.expert)
+        self._loaded: str | None = None
+        self._sas: dict[tuple[str, str, bool], Any] = {}
+        self._task_id: str | None = None
+        self._params: dict[str, str] = {}
+        self._goal = ""
+        self._obs = ""
+        self._steps = 0
+        self._done = True
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self._task_ids)
+
+    def _pick(self, options: dict[str, Any] | None) -> str:
+        options = options or {}
+        if "task_id" in options:
+            tid = str(options["task_id"])
+            if tid not in self._task_ids:
+                raise SadEvalError(f"unknown ALFWorld task id {tid!r} for split {self.split!r}")
+            return tid
+        if "index" in options:
+            i = int(options["index"])
+            if not -len(self._task_ids) <= i < len(self._task_ids):
+                raise SadEvalError(f"task index {i} out of range (split {self.split!r} has {len(self._task_ids)})")
+            return self._task_ids[i]
+        return self._task_ids[int(self.np_random.integers(len(self._task_ids)))]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        tid = self._pick(options)
+        trial = self._root / tid
+        if self.expert:
+            self._game.rng = random.Random(int(self.np_random.integers(2**31)))
+        with translation_cache(self._sas):
+            if self._loaded != tid:
+                self._sas.clear()  # one game's translation at a time; `load` translates it once
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ResourceWarning)  # PddlEnv.load leaves its file to the GC
+                    self._game.load(str(trial / GAME_FILE))
+                self._loaded = tid
+                self._params = task_params(trial)
+            state = self._game.reset()
+        self._task_id, self._steps, self._done = tid, 0, False
+        self._obs = clean_observation(state["feedback"], first=True)
+        self._goal = goal_of(self._obs)
+        return self._obs, self._info(state)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise gymnasium.error.ResetNeeded("the episode is over (or never started): call reset() first")
+        state, _, _ = self._game.step(str(action).strip())
+        self._steps += 1
+        won = bool(state["won"])
+        terminated = won
+        truncated = not won and self._steps >= self.max_steps
+        self._done = terminated or truncated
+        self._obs = clean_observation(state["feedback"])
+        return self._obs, 1.0 if won else 0.0, terminated, truncated, self._info(state)
+
+    def _info(self, state) -> dict[str, Any]:
+        won = bool(state["won"])
+        ttype = self._params.get("task_type", task_type_of(self._task_id))
+        info: dict[str, Any] = {
+            "task_id": self._task_id,
+            "task_type": ttype,
+            "goal": self._goal,
+            "admissible_commands": list(state["admissible_commands"]),
+            "won": won,
+            "success": won,
+            "score": 1.0 if won else 0.0,
+            "steps": self._steps,
+            "meta": {"task_type": ttype, "goal": self._goal},
+        }
+        if self.expert:
+            plan = list(state.get("extra.expert_plan") or [])
+            params = {k: v for k, v in self._params.items() if v and k != "object_sliced"}
+            info["privileged"] = {
+                "expert_action": plan[0] if plan else None,
+                "expert_plan": plan,
+                "expert_error": self._game.error,
+                "task_params": params,
+                "search_priors": list(engine().priors.get(params.get("object_target", ""), [])),
+            }
+        return info
+
+    def render(self) -> str | None:
+        return self._obs if self.render_mode == "ansi" else None
+
+    def close(self) -> None:
+        self._loaded = None
+        self._sas.clear()
+        self._done = True
