@@ -11,8 +11,8 @@ setup: $(STAMP)
 
 # torch==2.13.0 goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
 # The ALFWorld engine: textworld 1.7.0 (its [pddl] extra compiles fast-downward, ~4 min cold),
-# alfworld 0.3.5 without its deps (they would pull ai2thor/opencv), then the few runtime deps
-# its text env needs.
+# alfworld 0.3.5 without its deps (they would pull ai2thor/opencv). Its text env needs nothing
+# beyond textworld's own deps (tqdm, termcolor, numpy); the last line checks the engine imports.
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q 'textworld[pddl]==1.7.0'
 	$(PY) -m pip install -q --no-deps alfworld==0.3.5
+	$(PY) -c 'from sad_eval.envs.alfworld import engine; engine()'
 	touch $(STAMP)
 
 demo: setup

@@ -380,7 +380,7 @@ REACT_PREFIX = {
 def react_exemplars(task_type: str, data_root: str | Path | None = None) -> list[str]:
     """ReAct's ALFWorld few-shot prompts (`react/alfworld_3prompts.json`) for one task type, in
     this harness's format: `> think: X` becomes the reasoning of the next command; a command
-    without a thought gets a short neutral one."""
+    without a thought gets its plain paraphrase ("I'll open the fridge 1.")."""
     from sad_eval.data import require
 
     if task_type not in REACT_PREFIX:
@@ -388,6 +388,23 @@ def react_exemplars(task_type: str, data_root: str | Path | None = None) -> list
     prompts = json.loads(require("react/alfworld_3prompts.json", Path(data_root) if data_root else None).read_text())
     keys = sorted(k for k in prompts if k.startswith(f"react_{REACT_PREFIX[task_type]}_"))
     return [_convert_react(prompts[k]) for k in keys]
+
+
+def paraphrase(action: str) -> str:
+    """A command said as an intention: the reasoning of a ReAct step that had no thought."""
+    words = action.split()
+    verb = words[0] if words else ""
+    if action.startswith("go to "):
+        return f"I'll go to the {action[6:]}."
+    if verb in ("open", "close", "examine", "use") and len(words) > 1:
+        return f"I'll {'turn on' if verb == 'use' else verb} the {' '.join(words[1:])}."
+    if verb == "take" and len(words) >= 3:
+        return f"I'll take the {' '.join(words[1:3])}."
+    if verb == "put" and len(words) >= 6:
+        return f"I'll put the {' '.join(words[1:3])} {prep(' '.join(words[-2:]))} the {' '.join(words[-2:])}."
+    if verb in ("clean", "heat", "cool") and len(words) >= 5:
+        return f"I'll {verb} the {' '.join(words[1:3])} with the {' '.join(words[-2:])}."
+    return f"I'll {action}."
 
 
 def _convert_react(text: str) -> str:
@@ -404,7 +421,7 @@ def _convert_react(text: str) -> str:
         if cmd.startswith("think:"):
             thought.append(cmd[len("think:"):].strip())  # its observation is just "OK."
             continue
-        steps.append({"reasoning": " ".join(thought) or "Continuing with my plan.", "action": cmd,
+        steps.append({"reasoning": " ".join(thought) or paraphrase(cmd), "action": cmd,
                       "observation": "\n".join(obs).strip()})
         thought = []
     return render_exemplar(task, steps)
