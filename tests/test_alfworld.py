@@ -48,6 +48,21 @@ def test_missing_data_names_install(tmp_path):
             call()
 
 
+def test_missing_engine_is_one_clear_error(monkeypatch):
+    import sys
+
+    from sad_eval.envs import alfworld
+
+    alfworld.engine.cache_clear()
+    monkeypatch.setitem(sys.modules, "textworld", None)  # as if not installed
+    try:
+        with pytest.raises(SadEvalError, match="make setup"):
+            alfworld.engine()
+    finally:
+        monkeypatch.undo()
+        alfworld.engine.cache_clear()
+
+
 def test_unknown_split_and_task(data_root):
     from sad_eval.envs.alfworld import list_tasks
 

@@ -134,7 +134,7 @@ def engine() -> SimpleNamespace:
     class GuardedExpert(tw.AlfredExpert):
         """AlfredExpert with a per-env RNG and no crash when the handcoded expert gives up."""
 
-        rng = random.Random(0)
+        rng: random.Random  # set per env (make_engine) and reseeded on every reset
         error: str | None = None
 
         def _gather_infos(self) -> None:
@@ -194,7 +194,9 @@ def make_engine(expert: bool):
     wrappers = [eng.tw.AlfredDemangler(shuffle=False), eng.tw.AlfredInfos]
     if expert:
         # keyword: upstream `init_env` passes the type positionally (as `env`) and it is ignored
-        wrappers.append(eng.GuardedExpert(expert_type="handcoded"))
+        guarded = eng.GuardedExpert(expert_type="handcoded")
+        guarded.rng = random.Random(0)
+        wrappers.append(guarded)
     for w in wrappers:
         env = w(env)
     return env
