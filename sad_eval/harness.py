@@ -7,7 +7,8 @@ The batched engine (`rollout`) steps many envs in lockstep with one policy call 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Callable, Sequence
 
 from sad_eval.agents.base import EpisodeState, Policy, Turn
 from sad_eval.envs.base import EnvError
@@ -56,3 +57,101 @@ def run_episode(env, policy: Policy, env_name: str, task_id: str, split: str = "
     except EnvError as e:
         return finish_episode(state, split, policy.name, seed, time.perf_counter() - t_start, error=str(e))
     return finish_episode(state, split, policy.name, seed, time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------- batched lockstep engine
+
+MAX_TURNS_GUARD = 200  # envs truncate long before this; it only stops a runaway env
+
+
+def plan_jobs(task_ids: Sequence[str], samples: int = 1, limit: int | None = None,
+              shard: tuple[int, int] | None = None) -> list[tuple[str, int]]:
+    """(task_id, sample) jobs in a fixed order: the first ``limit`` tasks, then shard ``i/n``."""
+    ids = list(task_ids)[:limit] if limit else list(task_ids)
+    if shard:
+        i, n = shard
+        ids = ids[i::n]
+    return [(t, k) for t in ids for k in range(samples)]
+
+
+def rollout(env_factory: Callable[[], Any], policy: Policy, env_name: str, split: str,
+            jobs: Sequence[tuple[str, int]], seed: int = 0, batch: int = 1,
+            on_episode: Callable[[Episode], None] = lambda e: None) -> None:
+    """Play ``jobs`` with ``batch`` envs in lockstep: one policy call per turn for all running
+    episodes; a finished episode is recorded at once and its slot takes the next job."""
+    queue = deque(jobs)
+    envs: list[Any] = [None] * max(1, batch)
+    slots: list[tuple[EpisodeState, float] | None] = [None] * len(envs)
+
+    def fail(i: int, state: EpisodeState, t0: float, err: Exception) -> None:
+        on_episode(finish_episode(state, split, policy.name, seed, time.perf_counter() - t0, error=str(err)))
+        slots[i] = None
+
+    try:
+        while queue or any(slots):
+            for i in range(len(slots)):
+                while slots[i] is None and queue:
+                    task_id, sample = queue.popleft()
+                    t0 = time.perf_counter()
+                    state = EpisodeState(env=env_name, task_id=task_id, task="", sample=sample)
+                    try:
+                        if envs[i] is None:
+                            envs[i] = env_factory()
+                        state = start_episode(envs[i], env_name, task_id, sample, seed)
+                        slots[i] = (state, t0)
+                    except EnvError as e:
+                        fail(i, state, t0, e)
+            active = [i for i, s in enumerate(slots) if s is not None]
+            if not active:
+                continue
+            t_policy = time.perf_counter()
+            turns = policy.act([slots[i][0] for i in active])
+            policy_s = time.perf_counter() - t_policy
+            for i, turn in zip(active, turns):
+                state, t0 = slots[i]
+                try:
+                    done, _ = apply_turn(envs[i], state, turn, policy_s)
+                except EnvError as e:
+                    fail(i, state, t0, e)
+                    continue
+                if done or len(state.steps) >= MAX_TURNS_GUARD:
+                    on_episode(finish_episode(state, split, policy.name, seed, time.perf_counter() - t0))
+                    slots[i] = None
+    finally:
+        for env in envs:
+            if env is not None:
+                env.close()
+
+
+# ---------------------------------------------------------------- process-parallel engine (CPU-bound experts)
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(spec, env_name: str, env_kwargs: dict, split: str, seed: int) -> None:
+    from sad_eval.agents.registry import make_policy
+    from sad_eval.envs import make_env
+
+    _WORKER.update(env=make_env(env_name, split=split, **env_kwargs), policy=make_policy(spec),
+                   env_name=env_name, split=split, seed=seed)
+
+
+def _worker_job(job: tuple[str, int]) -> dict:
+    w = _WORKER
+    ep = run_episode(w["env"], w["policy"], w["env_name"], job[0], w["split"], w["seed"], job[1])
+    return ep.to_dict()
+
+
+def rollout_parallel(spec, env_name: str, env_kwargs: dict, split: str, jobs: Sequence[tuple[str, int]],
+                     seed: int, workers: int, on_episode: Callable[[Episode], None]) -> None:
+    """Episodes spread over ``workers`` processes, each with its own env and policy; results are
+    recorded by this process as they arrive (so a kill loses only episodes in flight)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(spec, env_name, env_kwargs, split, seed)) as pool:
+        futures = [pool.submit(_worker_job, job) for job in jobs]
+        for fut in as_completed(futures):
+            on_episode(Episode.from_dict(fut.result()))

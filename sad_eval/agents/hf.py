@@ -1,0 +1,179 @@
+"""Local Hugging Face checkpoints as ReAct policies, with batched generation across episodes.
+
+One `generate` call per turn for the whole batch: left padding, KV cache, and a stopping rule
+per row (the end of the `Action:`/`Answer:` line, or end-of-turn), so finished rows stop early
+and the batch ends when every row has. Greedy by default (the paper evaluates greedily).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sad_eval.agents.base import EpisodeState, Turn
+from sad_eval.agents.prompts import build_context
+from sad_eval.errors import SadEvalError
+from sad_eval.segment import parse_turn
+
+# The generated turn ends at the newline that closes an action line.
+ACTION_LINE_END = re.compile(r"(?:^|\s)(?:Action|Answer):[^\n]*\S[^\n]*\n")
+
+
+@dataclass
+class Generation:
+    text: str  # generated text, cut after the action line / stop string
+    tokens: int  # tokens generated up to the cut
+    logprobs: list[float] | None = None  # chosen-token log-probs (when asked)
+
+
+@dataclass
+class DecodingConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _stop_index(text: str, stop: Sequence[str], action_stop: bool) -> int | None:
+    """Where to cut generated text: after the action line, or before a stop string."""
+    cut = None
+    if action_stop:
+        m = ACTION_LINE_END.search(text)
+        if m:
+            cut = m.end()
+    for s in stop:
+        i = text.find(s)
+        if i >= 0 and (cut is None or i < cut):
+            cut = i
+    return cut
+
+
+class HFGenerator:
+    """Batched text generation with per-row stopping (also used by `sad-eval serve model`)."""
+
+    def __init__(self, path: str | Path, dtype: str = "float32", device: str = "cpu", threads: int | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sad_eval.models import resolve_model
+
+        self.path = resolve_model(str(path))
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype)).to(device)
+        except Exception as e:
+            raise SadEvalError(f"cannot load checkpoint {self.path}: {e}") from e
+        self.model.eval()
+        self.device = device
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self.eos_ids = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
+                               if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
+        self.max_context = self._max_context()
+
+    def _max_context(self) -> int:
+        """The student's training window if recorded (train and eval contexts must match), else the model's."""
+        args = self.path / "training_args.json"
+        if args.is_file():
+            seq = json.loads(args.read_text()).get("seq_len")
+            if seq:
+                return int(seq)
+        return int(min(getattr(self.model.config, "max_position_embeddings", 2048), 2048))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: Sequence[str], cfg: DecodingConfig, stop: Sequence[str] = (),
+                 action_stop: bool = True, logprobs: bool = False) -> list[Generation]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tok = self.tokenizer
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        n_prompt = enc["input_ids"].shape[1]
+
+        class RowStop(StoppingCriteria):
+            """Per-row: stop once the row's new text holds a complete action line or a stop string."""
+
+            def __call__(self, input_ids, scores, **kw):
+                done = []
+                for row in input_ids[:, n_prompt:]:
+                    text = tok.decode(row, skip_special_tokens=True)
+                    done.append(_stop_index(text, stop, action_stop) is not None)
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        gen_kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
+                          eos_token_id=self.eos_ids or None, stopping_criteria=StoppingCriteriaList([RowStop()]),
+                          return_dict_in_generate=True, output_scores=logprobs)
+        if cfg.temperature > 0:
+            torch.manual_seed(cfg.seed)
+            gen_kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **gen_kwargs)
+        seqs = out.sequences[:, n_prompt:]
+        results = []
+        for b, row in enumerate(seqs):
+            ids = row.tolist()
+            # drop padding/eos after the row finished
+            n = len(ids)
+            for i, t in enumerate(ids):
+                if t in self.eos_ids:
+                    n = i
+                    break
+            text = tok.decode(ids[:n], skip_special_tokens=True)
+            cut = _stop_index(text, stop, action_stop)
+            if cut is not None:
+                text = text[:cut]
+                n = min(n, self._tokens_for_prefix(ids[:n], len(text)))
+            lp = None
+            if logprobs:
+                lp = [float(torch.log_softmax(out.scores[i][b].float(), -1)[ids[i]]) for i in range(n)]
+            results.append(Generation(text, n, lp))
+        return results
+
+    def _tokens_for_prefix(self, ids: list[int], n_chars: int) -> int:
+        """Smallest token count whose decoding covers ``n_chars`` characters."""
+        for k in range(1, len(ids) + 1):
+            if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
+                return k
+        return len(ids)
+
+
+class HFPolicy:
+    """A local checkpoint as a batched ReAct policy."""
+
+    def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
+                 max_context: int | None = None, dtype: str = "float32", logprobs: bool = False, name: str | None = None):
+        self.gen = HFGenerator(path, dtype=dtype)
+        self.decoding = decoding or DecodingConfig()
+        self.chat = chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
+        self.max_context = max_context or self.gen.max_context
+        self.logprobs = logprobs
+        self.name = name or Path(str(path)).name
+
+    def context(self, state: EpisodeState) -> str:
+        _, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
+                                    max_tokens=self.max_context, reserve=self.decoding.max_new_tokens)
+        return rendered.text
+
+    def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
+        prompts = [self.context(s) for s in states]
+        gens = self.gen.generate(prompts, self.decoding, logprobs=self.logprobs)
+        turns = []
+        for s, g in zip(states, gens):
+            p = parse_turn(s.env, g.text)
+            turns.append(Turn(reasoning=p.reasoning, action=p.action, raw=g.text, invalid=not p.valid,
+                              tokens=g.tokens, logprobs=g.logprobs))
+        return turns
