@@ -35,7 +35,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules that add their area's commands: each has `register(app)`.
-COMMAND_MODULES: list[str] = ["sad_eval.serve_cli", "sad_eval.distill.cli"]
+COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad_eval.distill.cli"]
 
 # set by the root callback; read by `main` for error display
 STATE = {"debug": False}
@@ -43,10 +43,26 @@ STATE = {"debug": False}
 
 @app.callback(invoke_without_command=True)
 def root(ctx: typer.Context,
+         agent: Optional[str] = typer.Option(None, "--agent", help="Bare form: evaluate this agent (see `eval`)."),
+         env: Optional[str] = typer.Option(None, "--env", help="Bare form: on this env, with `eval`'s defaults."),
          debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
-    """Run `sad-eval COMMAND --help` for a command's options."""
+    """Evaluate ReAct agents, collect teacher trajectories, distill students, report TSR/ARL/CoT/latency.
+
+    `sad-eval --agent CKPT --env webshop` is `sad-eval eval` with its defaults.
+    Run `sad-eval COMMAND --help` for a command's options.
+    """
     STATE["debug"] = debug
-    if ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is not None:
+        if agent or env:
+            raise SadEvalError("--agent/--env before a command are for the bare form; put them after the command")
+        return
+    if agent and env:
+        from sad_eval.harness_cli import run_command
+
+        run_command(agent, env)
+    elif agent or env:
+        raise SadEvalError("the bare form needs both --agent and --env (e.g. `sad-eval --agent expert --env alfworld`)")
+    else:
         console.print(ctx.get_help())
 
 
