@@ -40,3 +40,20 @@ def data_root():
 @pytest.fixture
 def sample_path() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, smol_tokenizer):
+    """A random-weight SmolLM2-shaped model (2 layers, width 64) saved with the real tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    model = AutoModelForCausalLM.from_config(cfg)
+    path = tmp_path_factory.mktemp("tiny-ckpt")
+    model.save_pretrained(path)
+    smol_tokenizer.save_pretrained(path)
+    return path
