@@ -53,43 +53,67 @@ def raw_env(tid: str):
 
     infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
     path = str(data_root() / "alfworld" / "json_2.1.1" / tid / GAME_FILE)
-    env_id = textworld.gym.register_games([path], infos, max_episode_steps=50, asynchronous=False,
+    env_id = textworld.gym.register_games([path], infos, max_episode_steps=100, asynchronous=False,
                                           wrappers=[tw.AlfredDemangler(shuffle=False), tw.AlfredInfos])
     return textworld.gym.make(env_id)
 
 
-def time_raw(tid: str, cmds: list[str]) -> tuple[list[float], list[float], list[str]]:
-    env = raw_env(tid)
-    resets, steps, obs = [], [], []
-    for _ in range(2):  # a textworld.gym reset always reloads the game
-        t = time.perf_counter()
-        o, _ = env.reset()
-        resets.append(time.perf_counter() - t)
-    obs.append(clean_observation(o[0] if isinstance(o, list) else o, first=True))
-    for c in cmds:
-        t = time.perf_counter()
-        o, *_ = env.step(c)
-        steps.append(time.perf_counter() - t)
-        obs.append(clean_observation(o))
-    env.close()
-    return resets, steps, obs
+class Raw:
+    """The raw env behind the same small interface as ours (a textworld.gym reset always reloads)."""
+
+    def __init__(self, tid: str):
+        self.env = raw_env(tid)
+
+    def reset(self) -> str:
+        o, _ = self.env.reset()
+        return clean_observation(o, first=True)
+
+    def step(self, cmd: str) -> str:
+        return clean_observation(self.env.step(cmd)[0])
+
+    def close(self) -> None:
+        self.env.close()
 
 
-def time_ours(tid: str, cmds: list[str], expert: bool) -> tuple[list[float], list[float], list[str]]:
-    env = ALFWorldEnv(tasks=[tid], expert=expert, max_steps=len(cmds) + 1)
-    resets, steps, obs = [], [], []
-    for _ in range(2):  # first: load + reset; second: same game again (translation reused)
-        t = time.perf_counter()
-        o, _ = env.reset(seed=0, options={"task_id": tid})
-        resets.append(time.perf_counter() - t)
-    obs.append(o)
+class Ours:
+    def __init__(self, tid: str, expert: bool, n: int):
+        self.tid, self.env = tid, ALFWorldEnv(tasks=[tid], expert=expert, max_steps=n + 1)
+
+    def reset(self) -> str:
+        return self.env.reset(seed=0, options={"task_id": self.tid})[0]
+
+    def step(self, cmd: str) -> str:
+        return self.env.step(cmd)[0]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def timed(fn, *args) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def time_game(tid: str, cmds: list[str], rows: dict[str, dict[str, list[float]]]) -> None:
+    """Interleave the envs (each reset, then each command on all three in turn) so that load
+    changes on a shared machine hit all of them alike."""
+    envs = {"raw": Raw(tid), "ours": Ours(tid, False, len(cmds)), "ours+expert": Ours(tid, True, len(cmds))}
+    obs: dict[str, list[str]] = {k: [] for k in envs}
+    for phase in ("reset1", "reset2"):  # new game; the same game again
+        for k, e in envs.items():
+            dt, o = timed(e.reset)
+            rows[k][phase].append(dt)
+            if phase == "reset2":
+                obs[k].append(o)
     for c in cmds:
-        t = time.perf_counter()
-        o, *_ = env.step(c)
-        steps.append(time.perf_counter() - t)
-        obs.append(o)
-    env.close()
-    return resets, steps, obs
+        for k, e in envs.items():
+            dt, o = timed(e.step, c)
+            rows[k]["step"].append(dt)
+            obs[k].append(o)
+    for e in envs.values():
+        e.close()
+    assert obs["raw"] == obs["ours"] == obs["ours+expert"], f"observations differ on {tid}"
 
 
 def main() -> None:
@@ -102,21 +126,15 @@ def main() -> None:
     rows = {k: {"reset1": [], "reset2": [], "step": []} for k in ("raw", "ours", "ours+expert")}
     for tid in games:
         cmds = teacher_commands(tid)
-        runs = {"raw": time_raw(tid, cmds), "ours": time_ours(tid, cmds, False),
-                "ours+expert": time_ours(tid, cmds, True)}
-        assert runs["raw"][2] == runs["ours"][2] == runs["ours+expert"][2], f"observations differ on {tid}"
-        for k, (resets, steps, _) in runs.items():
-            rows[k]["reset1"].append(resets[0])
-            rows[k]["reset2"].append(resets[1])
-            rows[k]["step"].extend(steps)
+        time_game(tid, cmds, rows)
         print(f"  {tid}: {len(cmds)} commands, observations identical")
 
-    mean = statistics.mean
-    print(f"\nlatency on {len(games)} valid_unseen games (mean; ratio = env / raw)")
+    stat = statistics.median
+    print(f"\nlatency on {len(games)} valid_unseen games (median; ratio = env / raw)")
     print(f"{'env':<13} {'reset new game':>15} {'reset same game':>16} {'step':>10}")
-    raw = {m: mean(v) for m, v in rows["raw"].items()}
+    raw = {m: stat(v) for m, v in rows["raw"].items()}
     for k, r in rows.items():
-        m = {x: mean(v) for x, v in r.items()}
+        m = {x: stat(v) for x, v in r.items()}
         print(f"{k:<13} {m['reset1']:>8.2f}s x{m['reset1'] / raw['reset1']:.2f} "
               f"{m['reset2']:>8.2f}s x{m['reset2'] / raw['reset2']:.2f} "
               f"{1000 * m['step']:>6.0f}ms x{m['step'] / raw['step']:.2f}")

@@ -31,6 +31,7 @@ import gymnasium
 from gymnasium import spaces
 
 from sad_eval.data import ALFWORLD_SPLITS, require
+from sad_eval.envs.base import EnvError
 from sad_eval.errors import SadEvalError
 
 GAMES_DIR = "alfworld/json_2.1.1"
@@ -156,9 +157,7 @@ def engine() -> SimpleNamespace:
         for obj in objs:
             priors.setdefault(obj.lower(), []).append(recep.lower())
     return SimpleNamespace(textworld=textworld, fast_downward=fast_downward, PddlEnv=PddlEnv, tw=tw,
-                           GuardedExpert=GuardedExpert,
-                           priors={k: sorted(v) for k, v in priors.items()},
-                           objects={o.lower() for o in constants.OBJECTS})
+                           GuardedExpert=GuardedExpert, priors={k: sorted(v) for k, v in priors.items()})
 
 
 @contextlib.contextmanager
@@ -207,6 +206,15 @@ def task_params(trial_dir: Path) -> dict[str, str]:
     traj = json.loads((trial_dir / "traj_data.json").read_text())
     params = {k: (v.lower() if isinstance(v, str) else v) for k, v in traj["pddl_params"].items()}
     return {"task_type": traj["task_type"], **params}
+
+
+@contextlib.contextmanager
+def _engine_errors(task_id: str | None) -> Iterator[None]:
+    """An engine crash is the env's failure, not the agent's: the harness marks it errored."""
+    try:
+        yield
+    except Exception as e:
+        raise EnvError(f"ALFWorld engine failed on {task_id}: {type(e).__name__}: {e}") from e
 
 
 # ---------------------------------------------------------------- the env
@@ -277,14 +285,15 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
         trial = self._root / tid
         if self.expert:
             self._game.rng = random.Random(int(self.np_random.integers(2**31)))
-        with translation_cache(self._sas):
+        with translation_cache(self._sas), _engine_errors(tid):
             if self._loaded != tid:
+                self._loaded = None
                 self._sas.clear()  # one game's translation at a time; `load` translates it once
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ResourceWarning)  # PddlEnv.load leaves its file to the GC
                     self._game.load(str(trial / GAME_FILE))
-                self._loaded = tid
                 self._params = task_params(trial)
+                self._loaded = tid
             state = self._game.reset()
         self._task_id, self._steps, self._done = tid, 0, False
         self._obs = clean_observation(state["feedback"], first=True)
@@ -294,7 +303,8 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._done:
             raise gymnasium.error.ResetNeeded("the episode is over (or never started): call reset() first")
-        state, _, _ = self._game.step(str(action).strip())
+        with _engine_errors(self._task_id):
+            state, _, _ = self._game.step(str(action).strip())
         self._steps += 1
         won = bool(state["won"])
         terminated = won

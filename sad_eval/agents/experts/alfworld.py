@@ -226,7 +226,7 @@ class ALFWorldTeacher:
     def _intent(self, p: dict[str, str], mem: Memory, action: str, priv: dict[str, Any]) -> str:
         """Why the next command."""
         t, obj = p.get("task_type", ""), p.get("object_target", "")
-        parent, lamp = p.get("parent_target", ""), p.get("toggle_target", "")
+        parent = p.get("parent_target", "")
         holding_target = bool(mem.holding) and cls(mem.holding) == obj
         words = action.split()
         verb = words[0] if words else ""
@@ -245,7 +245,8 @@ class ALFWorldTeacher:
             o = " ".join(words[1:3])
             return f"I'll take the {o}, {self._after_take(p, mem)}."
         if verb in ("clean", "heat", "cool") and holding_target:
-            return f"I'll {verb} the {mem.holding} with the {' '.join(words[-2:])}, then put it {prep(parent)} {a(parent)}."
+            tool = " ".join(words[-2:])
+            return f"I'll {verb} the {mem.holding} with the {tool}, then put it {prep(parent)} {a(parent)}."
         if verb == "put":
             o, r = " ".join(words[1:3]), " ".join(words[-2:])
             if cls(o) != obj or cls(r) != parent:
@@ -302,7 +303,8 @@ class ALFWorldTeacher:
         seen_here = [o for o in mem.contents.get(dest, []) if cls(o) == obj]
         want = f"another {obj}" if t == "pick_two_obj_and_place" and mem.placed else a(obj)
         if seen_here:
-            return f"I saw {_join([a(o) for o in seen_here], 'and')} {prep(dest)} the {dest} earlier, so I'll go back there."
+            seen = _join([a(o) for o in seen_here], "and")
+            return f"I saw {seen} {prep(dest)} the {dest} earlier, so I'll go back there."
         priors = priv.get("search_priors", [])
         again = " again" if dest in mem.visited else ""
         if dcls in priors:
