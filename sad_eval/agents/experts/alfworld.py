@@ -25,6 +25,7 @@ from sad_eval.paths import cache_root
 from sad_eval.segment import linearize
 
 ENV = "alfworld"
+ENV_KWARGS = {"expert": True}  # the env must compute the handcoded expert's next command
 EXEMPLAR_VERSION = 1
 
 # the processing step of each task type: (verb, past participle, appliance class)
