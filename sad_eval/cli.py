@@ -35,7 +35,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules that add their area's commands: each has `register(app)`.
-COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad_eval.distill.cli"]
+COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad_eval.distill.cli",
+                              "sad_eval.experiment_cli"]
 
 # set by the root callback; read by `main` for error display
 STATE = {"debug": False}
@@ -228,14 +229,25 @@ def metrics_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (one row each)."),
+    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (one row each), or one experiment run directory."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher trajectories, for CoT match."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
     strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
 ):
-    """A Table-3 style comparison: rows = runs, columns = env x metric."""
+    """A Table-3 style comparison: rows = runs, columns = env x metric; or an experiment's report."""
     from sad_eval.reports import tables
+
+    if len(runs) == 1 and runs[0].is_dir():
+        from sad_eval.experiment import load_config
+        from sad_eval.reports.experiment_report import print_report, write_report
+
+        root = runs[0]
+        if not (root / "config.yaml").is_file():
+            raise SadEvalError(f"{root} is not an experiment run directory (no config.yaml)")
+        write_report(root, load_config(root / "config.yaml"))
+        print_report(root)
+        return
     from sad_eval.trajectory import load_trajectories
 
     teach = load_trajectories([teacher], strict=strict) if teacher else None

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one torch thread in tests: the suite shares 2 cores with subprocesses it starts
+os.environ.setdefault("SAD_EVAL_THREADS", "1")
 
 TESTS = Path(__file__).parent
 SAMPLE = TESTS / "data" / "sample_trajectories.jsonl"

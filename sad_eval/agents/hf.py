@@ -8,6 +8,7 @@ and the batch ends when every row has. Greedy by default (the paper evaluates gr
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class HFGenerator:
         from sad_eval.models import resolve_model
 
         self.path = resolve_model(str(path))
+        # On a small, shared CPU, torch's busy-waiting threads can make small matmuls 50x slower
+        # (measured: 0.12 ms vs 5.9 ms per 192-wide linear on 2 loaded cores); let users pin it.
+        threads = threads or int(os.environ.get("SAD_EVAL_THREADS", "0") or 0)
         if threads:
             torch.set_num_threads(threads)
         try:
@@ -102,12 +106,19 @@ class HFGenerator:
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         n_prompt = enc["input_ids"].shape[1]
 
+        newline_ids = self._newline_ids()
+
         class RowStop(StoppingCriteria):
-            """Per-row: stop once the row's new text holds a complete action line or a stop string."""
+            """Per-row: stop once the row's new text holds a complete action line or a stop string.
+            An action line can only complete on a token with a newline, so only those rows are decoded
+            (decoding every row at every step cost more than the batched forward itself)."""
 
             def __call__(self, input_ids, scores, **kw):
                 done = []
                 for row in input_ids[:, n_prompt:]:
+                    if not stop and int(row[-1]) not in newline_ids:
+                        done.append(False)
+                        continue
                     text = tok.decode(row, skip_special_tokens=True)
                     done.append(_stop_index(text, stop, action_stop) is not None)
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
@@ -143,6 +154,14 @@ class HFGenerator:
             results.append(Generation(text, n, lp))
         return results
 
+    def _newline_ids(self) -> set[int]:
+        """Vocabulary ids whose text contains a newline (computed once)."""
+        if not hasattr(self, "_nl"):
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._nl = {i for i, t in enumerate(vocab)
+                        if t and ("\n" in self.tokenizer.convert_tokens_to_string([t]))}
+        return self._nl
+
     def _tokens_for_prefix(self, ids: list[int], n_chars: int) -> int:
         """Smallest token count whose decoding covers ``n_chars`` characters."""
         for k in range(1, len(ids) + 1):
@@ -155,8 +174,9 @@ class HFPolicy:
     """A local checkpoint as a batched ReAct policy."""
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
-                 max_context: int | None = None, dtype: str = "float32", logprobs: bool = False, name: str | None = None):
-        self.gen = HFGenerator(path, dtype=dtype)
+                 max_context: int | None = None, dtype: str = "float32", logprobs: bool = False, name: str | None = None,
+                 threads: int | None = None):
+        self.gen = HFGenerator(path, dtype=dtype, threads=threads)
         self.decoding = decoding or DecodingConfig()
         self.chat = chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
         self.max_context = max_context or self.gen.max_context

@@ -1,0 +1,304 @@
+"""`sad-eval experiment CONFIG.yaml`: collect -> distill -> eval -> report, stage by stage.
+
+Every stage writes into the run directory and leaves a stamp (`stages/NAME.json`) holding a hash of
+its inputs (its config section and the files it reads). A rerun skips a stage whose stamp matches;
+an interrupted stage resumes (trajectory files skip recorded episodes; training resumes from its last
+checkpoint). `manifest.json` lists every stage with its command-line equivalent, status and timing.
+
+Layout of a run directory:
+    teacher/{env}-train.jsonl      teacher trajectories to distill from
+    teacher/{env}-eval.jsonl       the teacher on the eval split (Table 3's teacher row, CoT pairing)
+    ckpt/{student}-{method}-s{seed}/   distilled students
+    eval/{student}-{method}-s{seed}/{env}.jsonl   students on the eval split
+    report/                        tables (md/csv/tex), figures (png), masks.html, report.md
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from sad_eval.errors import SadEvalError
+
+ENVS = ("alfworld", "webshop", "hotpotqa")
+DEFAULT_TEACHER = {"alfworld": "expert", "webshop": "oracle", "hotpotqa": "oracle"}
+DEFAULT_EVAL_SPLIT = {"alfworld": "valid_unseen", "webshop": "test", "hotpotqa": "dev500"}
+METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
+
+
+@dataclass
+class EnvPlan:
+    name: str
+    train_split: str = "train"
+    train_tasks: int | None = 20
+    eval_split: str = ""
+    eval_tasks: int | None = 10
+    max_steps: int | None = None  # eval step cap (None: the env's default)
+    teacher: str = ""
+
+
+@dataclass
+class Student:
+    name: str  # label in tables
+    student: str  # tiny | small | base | path | smollm2-135m
+    init_from_layers: int | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    envs: list[EnvPlan]
+    students: list[Student]
+    methods: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    distill: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    eval: dict[str, Any] = field(default_factory=dict)  # batch, max_new_tokens, threads
+    collect: dict[str, Any] = field(default_factory=dict)  # workers, samples, batch
+    report: dict[str, Any] = field(default_factory=dict)  # ablation_student, mask_samples
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise SadEvalError(f"experiment config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SadEvalError(f"{path}: not valid YAML ({e})") from e
+    known = {"name", "envs", "students", "methods", "seeds", "distill", "eval", "collect", "report"}
+    unknown = set(raw) - known
+    if unknown:
+        raise SadEvalError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+    envs = []
+    for name, plan in (raw.get("envs") or {}).items():
+        if name not in ENVS:
+            raise SadEvalError(f"{path}: unknown env {name!r}; choose from {', '.join(ENVS)}")
+        plan = dict(plan or {})
+        plan.setdefault("eval_split", DEFAULT_EVAL_SPLIT[name])
+        plan.setdefault("teacher", DEFAULT_TEACHER[name])
+        try:
+            envs.append(EnvPlan(name=name, **plan))
+        except TypeError as e:
+            raise SadEvalError(f"{path}: envs.{name}: {e}") from e
+    if not envs:
+        raise SadEvalError(f"{path}: no envs")
+    students = []
+    for s in raw.get("students") or []:
+        s = {"student": s} if isinstance(s, str) else dict(s)
+        s.setdefault("name", s.get("student"))
+        students.append(Student(**s))
+    methods = list(raw.get("methods") or ["sad", "token"])
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SadEvalError(f"{path}: unknown methods {bad}; choose from {', '.join(METHODS)}")
+    if not students:
+        raise SadEvalError(f"{path}: no students")
+    return ExperimentConfig(name=raw.get("name", path.stem), envs=envs, students=students, methods=methods,
+                            seeds=list(raw.get("seeds") or [0]), distill=dict(raw.get("distill") or {}),
+                            eval=dict(raw.get("eval") or {}), collect=dict(raw.get("collect") or {}),
+                            report=dict(raw.get("report") or {}), raw=raw)
+
+
+# ---------------------------------------------------------------- stage bookkeeping
+
+def _file_digest(path: Path) -> str:
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and p.suffix in (".json", ".safetensors"):
+                h.update(p.name.encode() + _file_digest(p).encode())
+        return h.hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_hash(settings: dict[str, Any], files: list[Path] = ()) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(_file_digest(Path(f)).encode() if Path(f).exists() else b"missing")
+    return h.hexdigest()
+
+
+class Stages:
+    """Stamps and the manifest of one run directory."""
+
+    def __init__(self, root: Path, log: Callable[[str], Any]):
+        self.root = root
+        self.log = log
+        (root / "stages").mkdir(parents=True, exist_ok=True)
+        self.manifest_path = root / "manifest.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {"stages": {}}
+
+    def run(self, name: str, digest: str, fn: Callable[[], Any], command: str) -> bool:
+        """Run ``fn`` unless the stage's stamp matches ``digest``; returns True if it ran."""
+        stamp = self.root / "stages" / f"{name}.json"
+        if stamp.is_file() and json.loads(stamp.read_text()).get("inputs") == digest:
+            self.log(f"[dim]skip[/] {name} (inputs unchanged)")
+            self._record(name, "skipped", command, 0.0)
+            return False
+        self.log(f"[bold]run[/]  {name}")
+        t0 = time.perf_counter()
+        self._record(name, "running", command, 0.0)
+        fn()
+        dt = time.perf_counter() - t0
+        stamp.write_text(json.dumps({"inputs": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": dt}))
+        self._record(name, "done", command, dt)
+        return True
+
+    def _record(self, name: str, status: str, command: str, seconds: float) -> None:
+        entry = self.manifest["stages"].setdefault(name, {})
+        entry.update(status=status, command=command)
+        if status == "done":
+            entry["seconds"] = round(seconds, 1)
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=2))
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def student_key(student: Student, method: str, seed: int) -> str:
+    return f"{student.name}-{method}-s{seed}"
+
+
+def run_experiment(config_path: str | Path, out: str | Path | None = None, log: Callable[[str], Any] = print,
+                   stages_only: tuple[str, ...] | None = None, progress: bool = True) -> Path:
+    from sad_eval.run import _versions
+
+    cfg = load_config(config_path)
+    root = Path(out or Path("runs") / cfg.name)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_path, root / "config.yaml") if Path(config_path).resolve() != (root / "config.yaml").resolve() else None
+    stages = Stages(root, log)
+    stages.manifest.update(name=cfg.name, config=cfg.raw, versions=_versions(),
+                           started=stages.manifest.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
+    want = lambda s: stages_only is None or s in stages_only  # noqa: E731
+
+    if want("collect"):
+        for plan in cfg.envs:
+            _collect_stage(cfg, plan, root, stages, progress)
+    if want("distill"):
+        for student in cfg.students:
+            for method in cfg.methods:
+                for seed in cfg.seeds:
+                    _distill_stage(cfg, student, method, seed, root, stages, progress)
+    if want("eval"):
+        for student in cfg.students:
+            for method in cfg.methods:
+                for seed in cfg.seeds:
+                    for plan in cfg.envs:
+                        _eval_stage(cfg, student, method, seed, plan, root, stages, progress)
+    if want("report"):
+        from sad_eval.reports.experiment_report import write_report
+
+        digest = inputs_hash({"report": cfg.report, "v": 1},
+                             sorted((root / "teacher").glob("*.jsonl")) + sorted((root / "eval").rglob("*.jsonl")))
+        stages.run("report", digest, lambda: write_report(root, cfg), f"sad-eval report {root}")
+    stages.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    stages.manifest_path.write_text(json.dumps(stages.manifest, indent=2))
+    return root
+
+
+def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
+             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool) -> None:
+    from sad_eval.agents.experts import expert_env_kwargs
+    from sad_eval.agents.hf import DecodingConfig
+    from sad_eval.agents.registry import AgentSpec
+    from sad_eval.run import RunConfig, execute
+
+    env_kwargs: dict[str, Any] = {}
+    if agent in ("expert", "oracle"):
+        env_kwargs.update(expert_env_kwargs(plan.name))
+    if max_steps:
+        env_kwargs["max_steps"] = max_steps
+    spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding))
+    execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
+                      samples=samples, env_kwargs=env_kwargs, kind=kind), progress=progress)
+
+
+def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
+    c = cfg.collect
+    workers, samples = int(c.get("workers", 1)), int(c.get("samples", 1))
+    for part, split, n, steps in (("train", plan.train_split, plan.train_tasks, None),
+                                  ("eval", plan.eval_split, plan.eval_tasks, plan.max_steps)):
+        out = root / "teacher" / f"{plan.name}-{part}.jsonl"
+        settings = {"teacher": plan.teacher, "split": split, "n": n, "samples": samples if part == "train" else 1,
+                    "max_steps": steps}
+        cmd = (f"sad-eval {'collect --teacher' if part == 'train' else 'eval --agent'} {plan.teacher} --env {plan.name} "
+               f"--split {split}" + (f" -n {n}" if n else "") + f" --out {out}")
+        stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
+                   lambda out=out, split=split, n=n, steps=steps, s=settings: _rollout(
+                       plan.teacher, plan, split, n, out, 0, int(c.get("batch", 8)), workers, s["samples"],
+                       {}, steps, "collect", progress), cmd)
+
+
+def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int, root: Path,
+                   stages: Stages, progress: bool) -> None:
+    from sad_eval.distill.trainer import TrainConfig, train
+
+    data = [root / "teacher" / f"{p.name}-train.jsonl" for p in cfg.envs]
+    out = root / "ckpt" / student_key(student, method, seed)
+    settings = {"student": student.__dict__, "method": method, "seed": seed, **cfg.distill}
+    digest = inputs_hash(settings, data)
+
+    def go() -> None:
+        stamp = root / "stages" / f"distill-{student_key(student, method, seed)}.partial"
+        # resume only a run of the same inputs; otherwise start over
+        resume = stamp.is_file() and stamp.read_text() == digest and (out / "training_args.json").is_file()
+        if not resume:
+            shutil.rmtree(out, ignore_errors=True)
+        stamp.write_text(digest)
+        opts = dict(cfg.distill)
+        opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
+        tc = TrainConfig(data=[str(d) for d in data], student=student.student, out=str(out), method=method,
+                         seed=seed, init_from_layers=student.init_from_layers, resume=resume,
+                         progress=progress, **opts)
+        train(tc, log=lambda *a: None)
+        stamp.unlink(missing_ok=True)
+
+    cmd = (f"sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
+           + (f" --init-from-layers {student.init_from_layers}" if student.init_from_layers else "")
+           + f" --method {method} --seed {seed} --out {out} "
+           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in cfg.distill.items()))
+    stages.run(f"distill-{student_key(student, method, seed)}", digest, go, cmd)
+
+
+def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int, plan: EnvPlan, root: Path,
+                stages: Stages, progress: bool) -> None:
+    key = student_key(student, method, seed)
+    ckpt = root / "ckpt" / key
+    out = root / "eval" / key / f"{plan.name}.jsonl"
+    e = cfg.eval
+    decoding = {"max_new_tokens": int(e.get("max_new_tokens", 64))}
+    settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps, **e}
+    digest = inputs_hash(settings, [ckpt])
+    if e.get("threads"):
+        import os
+
+        os.environ["SAD_EVAL_THREADS"] = str(e["threads"])
+
+    def go() -> None:
+        # a changed checkpoint invalidates earlier episodes
+        stamp = root / "stages" / f"eval-{key}-{plan.name}.partial"
+        if not (stamp.is_file() and stamp.read_text() == digest):
+            out.unlink(missing_ok=True)
+            out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json").unlink(missing_ok=True)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest)
+        _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
+                 decoding, plan.max_steps, "eval", progress)
+        stamp.unlink(missing_ok=True)
+
+    cmd = (f"sad-eval eval --agent {ckpt} --env {plan.name} --split {plan.eval_split}"
+           + (f" -n {plan.eval_tasks}" if plan.eval_tasks else "") + (f" --max-steps {plan.max_steps}" if plan.max_steps else "")
+           + f" --max-new-tokens {decoding['max_new_tokens']} --seed {seed} --out {out}")
+    stages.run(f"eval-{key}-{plan.name}", digest, go, cmd)

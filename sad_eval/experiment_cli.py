@@ -1,0 +1,35 @@
+"""`sad-eval experiment CONFIG.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("experiment")
+    def experiment_cmd(
+        config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME)."),
+        stage: Optional[List[str]] = typer.Option(None, "--stage", help="Only these stages: collect, distill, eval, report."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    ):
+        """Collect teacher trajectories, distill students, evaluate them, and write the report.
+
+        Resumable: finished stages with unchanged inputs are skipped; an interrupted stage resumes.
+        """
+        from rich.console import Console
+
+        from sad_eval.errors import SadEvalError
+        from sad_eval.experiment import run_experiment
+        from sad_eval.reports.experiment_report import print_report
+
+        bad = [s for s in stage or [] if s not in ("collect", "distill", "eval", "report")]
+        if bad:
+            raise SadEvalError(f"unknown stage(s) {bad}; choose from collect, distill, eval, report")
+        console = Console()
+        root = run_experiment(config, out, log=console.print, stages_only=tuple(stage) if stage else None,
+                              progress=not no_progress)
+        print_report(root)

@@ -1,0 +1,293 @@
+"""Reports of an experiment run directory: the paper's Table 3 and Table 5 (mean ± 95% CI over seeds),
+Figure 2 (metrics vs student size), Figure 8 (span-length distributions), Figure 7 (mask overlay HTML),
+tied together in report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sad_eval.metrics import summarize
+from sad_eval.trajectory import Episode, load_trajectories
+
+TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
+LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat."}
+# two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t975(df: int) -> float:
+    keys = [k for k in sorted(T975) if k <= df]
+    return T975[keys[-1]] if keys else float("nan") if df < 1 else 1.96
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of a 95% t-interval (NaN half-width for one value)."""
+    vals = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = statistics.fmean(vals)
+    if len(vals) < 2:
+        return m, float("nan")
+    return m, t975(len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
+
+
+def _load(path: Path) -> list[Episode]:
+    return load_trajectories([path]) if path.is_file() else []
+
+
+def results(root: Path, cfg) -> pd.DataFrame:
+    """Long table: one row per (row label, method, student, seed, env) with all metrics."""
+    from sad_eval.experiment import student_key
+
+    rows: list[dict[str, Any]] = []
+    teachers = {p.name: _load(root / "teacher" / f"{p.name}-eval.jsonl") for p in cfg.envs}
+    for p in cfg.envs:
+        if teachers[p.name]:
+            rows.append({"row": "teacher", "method": "teacher", "student": "teacher", "seed": 0,
+                         "env": p.name, **summarize(teachers[p.name], teachers[p.name])})
+    for s in cfg.students:
+        for m in cfg.methods:
+            for seed in cfg.seeds:
+                for p in cfg.envs:
+                    eps = _load(root / "eval" / student_key(s, m, seed) / f"{p.name}.jsonl")
+                    if eps:
+                        rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
+                                     "env": p.name, **summarize(eps, teachers[p.name] or None)})
+    return pd.DataFrame(rows)
+
+
+def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFrame:
+    """Rows = row labels (in order), columns = (env, metric, 'mean'|'ci'|'n')."""
+    out: dict[str, dict[tuple, float]] = {}
+    for (row, env), g in df.groupby(["row", "env"], sort=False):
+        for metric in metrics:
+            m, ci = mean_ci(g[metric].astype(float).tolist())
+            out.setdefault(row, {})[(env, metric, "mean")] = m
+            out.setdefault(row, {})[(env, metric, "ci")] = ci
+        out[row][(env, "seeds", "n")] = len(g)
+    agg = pd.DataFrame.from_dict(out, orient="index")
+    agg.columns = pd.MultiIndex.from_tuples(agg.columns)
+    return agg
+
+
+def _cell(mean: float, ci: float, digits: int = 1) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS) -> pd.DataFrame:
+    cols = {}
+    for env in envs:
+        for metric in metrics:
+            if (env, metric, "mean") in agg.columns:
+                cols[f"{env} {LABELS[metric]}"] = [
+                    _cell(r[(env, metric, "mean")], r[(env, metric, "ci")], 2 if metric == "latency_steps" else 1)
+                    for _, r in agg.iterrows()]
+    return pd.DataFrame(cols, index=agg.index)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    header = "| | " + " | ".join(table.columns) + " |"
+    sep = "|---|" + "|".join("---:" for _ in table.columns) + "|"
+    body = [f"| {idx} | " + " | ".join(map(str, row)) + " |" for idx, row in table.iterrows()]
+    return "\n".join([header, sep, *body]) + "\n"
+
+
+def _param_counts(root: Path, cfg) -> dict[str, int]:
+    """Student parameter counts from their checkpoints' configs (no weights loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sad_eval.experiment import student_key
+
+    counts = {}
+    for s in cfg.students:
+        for m in cfg.methods:
+            ck = root / "ckpt" / student_key(s, m, cfg.seeds[0])
+            if (ck / "config.json").is_file():
+                with torch.device("meta"):
+                    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ck))
+                counts[s.name] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+                break
+    return counts
+
+
+def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
+    """2x2: TSR, ARL, CoT match, latency vs student size; sad vs token; one line style per env."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = df[df["method"].isin(["sad", "token"])]
+    if sub.empty or not counts:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    styles = {"alfworld": "o-", "webshop": "s--", "hotpotqa": "^:"}
+    colors = {"sad": "tab:blue", "token": "tab:orange"}
+    for ax, metric in zip(axes.flat, TABLE_METRICS):
+        for (method, env), g in sub.groupby(["method", "env"]):
+            pts = sorted((counts[s], *mean_ci(gg[metric].astype(float).tolist()))
+                         for s, gg in g.groupby("student") if s in counts)
+            if not pts:
+                continue
+            xs, ys, cis = zip(*pts)
+            ax.errorbar([x / 1e6 for x in xs], ys, yerr=[0 if math.isnan(c) else c for c in cis],
+                        fmt=styles.get(env, "o-"), color=colors.get(method), label=f"{method} · {env}", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("student parameters (M)")
+        ax.set_title({"tsr": "Task success rate (%)", "arl": "Avg. reasoning length (words)",
+                      "cot_match": "CoT match rate (%)", "latency_steps": "Latency (steps/episode)"}[metric])
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle("SAD vs token-level distillation by student size (cf. paper Fig. 2)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def span_lengths(episodes: list[Episode]) -> tuple[list[int], list[int]]:
+    """Word counts of every REASON and ACT span body (Figure 8)."""
+    from sad_eval.metrics import word_tokens
+    from sad_eval.segment import ACT, REASON, format_turn, segment
+
+    reason, act = [], []
+    for ep in episodes:
+        for s in ep.steps:
+            text = format_turn(ep.env, s.reasoning, s.action)
+            for sp in segment(text, ep.env):
+                (reason if sp.kind == REASON else act).append(len(word_tokens(sp.body(text))))
+    return reason, act
+
+
+def figure8(root: Path, envs: list[str], out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {env: span_lengths(_load(root / "teacher" / f"{env}-train.jsonl")) for env in envs}
+    data = {k: v for k, v in data.items() if v[0] or v[1]}
+    if not data:
+        return None
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.4), squeeze=False)
+    for ax, (env, (reason, act)) in zip(axes[0], data.items()):
+        top = max(reason + act + [1])
+        bins = range(0, top + 2, max(1, top // 30))
+        ax.hist(reason, bins=bins, alpha=0.6, color="tab:blue", label=f"REASON (n={len(reason)})")
+        ax.hist(act, bins=bins, alpha=0.6, color="tab:red", label=f"ACT (n={len(act)})")
+        ax.set_title(env)
+        ax.set_xlabel("span length (words)")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("spans")
+    fig.suptitle("Teacher span-length distributions (cf. paper Fig. 8)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def masks_page(root: Path, envs: list[str], out: Path, per_env: int = 2, seed: int = 0) -> Path | None:
+    """Figure 7: tokens of sampled teacher trajectories coloured by span (SmolLM2 tokenizer)."""
+    from sad_eval.models import load_tokenizer
+    from sad_eval.reports.masks_html import html_page, masks_to_html_block
+    from sad_eval.segment import linearize, segment, token_masks
+
+    tok = load_tokenizer()
+    blocks = []
+    rng = random.Random(seed)
+    for env in envs:
+        eps = [e for e in _load(root / "teacher" / f"{env}-train.jsonl") if e.success]
+        for ep in rng.sample(eps, min(per_env, len(eps))):
+            text = linearize(ep.steps, env)
+            blocks.append(masks_to_html_block(f"{env} · {ep.task_id}", text, token_masks(text, segment(text, env), tok)))
+    if not blocks:
+        return None
+    out.write_text(html_page(blocks, "Span masks of teacher trajectories (cf. paper Fig. 7)"))
+    return out
+
+
+def write_report(root: Path, cfg) -> Path:
+    """Write every table and figure into ROOT/report and tie them together in report.md."""
+    from sad_eval.run import _versions
+
+    rep = root / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    envs = [p.name for p in cfg.envs]
+    df = results(root, cfg)
+    df.to_csv(rep / "results_long.csv", index=False)
+    parts = [f"# Experiment `{cfg.name}`\n", f"Generated {time.strftime('%Y-%m-%d %H:%M')}; run directory `{root}`.\n"]
+    if df.empty:
+        (rep / "report.md").write_text("\n".join(parts + ["No results yet.\n"]))
+        return rep / "report.md"
+    agg = aggregate(df)
+    t3 = display(agg, envs)
+    t3.to_csv(rep / "table3.csv")
+    (rep / "table3.md").write_text(to_markdown(t3))
+    (rep / "table3.tex").write_text(t3.to_latex())
+    seeds = len(cfg.seeds)
+    parts += ["## Table 3: teacher and students per env\n",
+              f"TSR and CoT in %, ARL in words, latency in steps per episode; mean ± 95% t-interval over {seeds} seed(s)"
+              + (" (one seed: no interval)" if seeds < 2 else "") + ". CoT match pairs each student episode with the "
+              "teacher's episode on the same task of the eval split.\n", to_markdown(t3)]
+    ablation = [m for m in cfg.methods if m not in ("sad", "token")]
+    if ablation:
+        who = cfg.report.get("ablation_student", cfg.students[0].name)
+        sub = df[(df["student"] == who) & (df["method"] != "teacher")]
+        t5 = display(aggregate(sub), envs)
+        t5.index = [i.split(" (")[0] for i in t5.index]
+        (rep / "table5.md").write_text(to_markdown(t5))
+        t5.to_csv(rep / "table5.csv")
+        parts += [f"## Table 5: ablations (student `{who}`)\n", to_markdown(t5)]
+    counts = _param_counts(root, cfg)
+    if counts:
+        parts += ["## Students\n", "| student | parameters |\n|---|---:|\n"
+                  + "".join(f"| {k} | {v / 1e6:.1f}M |\n" for k, v in counts.items())]
+    if figure2(df, counts, rep / "figure2.png"):
+        parts += ["## Figure 2: metrics vs student size\n", "![figure 2](figure2.png)\n"]
+    if figure8(root, envs, rep / "figure8.png"):
+        parts += ["## Figure 8: span lengths\n", "![figure 8](figure8.png)\n"]
+    if masks_page(root, envs, rep / "masks.html", int(cfg.report.get("mask_samples", 2))):
+        parts += ["## Figure 7: span masks\n", "[masks.html](masks.html): teacher tokens coloured by span "
+                  "(blue REASON, red ACT, grey context).\n"]
+    manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
+    cmds = [f"    {v['command']}" for v in manifest.get("stages", {}).values() if v.get("command")]
+    parts += ["## Commands\n", "Each stage, as the equivalent command line:\n", "\n".join(cmds) + "\n",
+              "## Versions\n", "\n".join(f"- {k} {v}" for k, v in _versions().items()) + "\n"]
+    (rep / "report.md").write_text("\n".join(parts))
+    return rep / "report.md"
+
+
+def print_report(root: Path) -> None:
+    """Rich tables of a run directory's report (Table 3, and Table 5 if present)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, title in (("table3.csv", "Table 3"), ("table5.csv", "Table 5 (ablations)")):
+        path = root / "report" / name
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path, index_col=0).fillna("–")
+        for env in dict.fromkeys(c.split(" ")[0] for c in df.columns):
+            cols = [c for c in df.columns if c.startswith(env + " ")]
+            t = Table(title=f"{title} — {env}")
+            t.add_column("", style="bold", no_wrap=True)
+            for c in cols:
+                t.add_column(c.split(" ", 1)[1], justify="right")
+            for idx, row in df[cols].iterrows():
+                t.add_row(str(idx), *map(str, row.tolist()))
+            console.print(t)
+    console.print(f"report: {root / 'report' / 'report.md'}")

@@ -1,0 +1,98 @@
+"""The whole experiment pipeline on a micro config: collect -> distill -> eval -> report."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sad_eval.errors import SadEvalError
+from sad_eval.experiment import load_config, run_experiment
+
+MICRO = Path(__file__).parent / "data" / "micro.yaml"
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory, data_root, smol_tokenizer):
+    root = tmp_path_factory.mktemp("exp") / "micro"
+    logs = []
+    run_experiment(MICRO, root, log=logs.append, progress=False)
+    return root, logs
+
+
+def test_all_stages_run_and_report_has_expected_rows_and_columns(micro_run):
+    root, logs = micro_run
+    assert sum("run" in str(l) for l in logs) == 6 + 2 + 6 + 1
+    table = (root / "report" / "table3.md").read_text()
+    for row in ("teacher", "sad (tiny)", "token (tiny)"):
+        assert f"| {row} |" in table
+    for col in ("alfworld TSR", "webshop ARL", "hotpotqa CoT", "hotpotqa Lat."):
+        assert col in table
+    report = (root / "report" / "report.md").read_text()
+    assert "Table 3" in report and "sad-eval distill" in report and "sad-eval eval --agent" in report
+    assert (root / "report" / "table3.tex").read_text().startswith("\\begin{tabular}")
+    html = (root / "report" / "masks.html").read_text()
+    assert 'class="tok r"' in html and 'class="tok a"' in html
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+
+
+def test_figures_are_valid_pngs_of_nontrivial_size(micro_run):
+    root, _ = micro_run
+    for name in ("figure2.png", "figure8.png"):
+        data = (root / "report" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_rerun_skips_unchanged_stages(micro_run):
+    root, _ = micro_run
+    logs = []
+    run_experiment(MICRO, root, log=logs.append, progress=False)
+    assert logs and all("skip" in str(l) for l in logs)
+
+
+def test_interrupted_eval_stage_resumes_without_duplicates(micro_run, tmp_path, monkeypatch):
+    src, _ = micro_run
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    target = root / "eval" / "tiny-sad-s0" / "hotpotqa.jsonl"
+    target.unlink()
+    (root / "stages" / "eval-tiny-sad-s0-hotpotqa.json").unlink()
+
+    from sad_eval.trajectory import TrajectoryWriter
+
+    real_write = TrajectoryWriter.write
+    calls = {"n": 0}
+
+    def crash_after_one(self, ep):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-stage
+        calls["n"] += 1
+        real_write(self, ep)
+
+    monkeypatch.setattr(TrajectoryWriter, "write", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(MICRO, root, log=lambda *a: None, progress=False)
+    assert len(target.read_text().splitlines()) == 1
+    monkeypatch.setattr(TrajectoryWriter, "write", real_write)
+    logs = []
+    run_experiment(MICRO, root, log=logs.append, progress=False)
+    ran = [str(l) for l in logs if "run" in str(l)]
+    assert any("eval-tiny-sad-s0-hotpotqa" in l for l in ran) and len(ran) == 2  # that stage + report
+    ids = [json.loads(l)["task_id"] for l in target.read_text().splitlines()]
+    assert len(ids) == 2 and len(set(ids)) == 2
+
+
+def test_bad_configs_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("envs: {minecraft: {}}\nstudents: [tiny]\n")
+    with pytest.raises(SadEvalError, match="unknown env 'minecraft'"):
+        load_config(bad)
+    bad.write_text("envs: {hotpotqa: {}}\nstudents: [tiny]\nmethods: [magic]\n")
+    with pytest.raises(SadEvalError, match="unknown methods"):
+        load_config(bad)
+    bad.write_text("envs: {hotpotqa: {}}\nstudents: [tiny]\nepochs: 3\n")
+    with pytest.raises(SadEvalError, match="unknown keys"):
+        load_config(bad)
+    with pytest.raises(SadEvalError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
