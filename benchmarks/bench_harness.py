@@ -1,8 +1,8 @@
 """Episodes/min of batched lockstep rollouts (batch 16) vs one episode at a time, same model, one run.
 
-The model is the `tiny` SmolLM2-shaped student with random weights (its outputs never parse, so every
+The model is the `small` SmolLM2-shaped student (`--size tiny` for the smallest) with random weights (its outputs never parse, so every
 episode runs to the step cap: equal work per episode in both modes). Target: ratio >= 6x.
-Usage: python benchmarks/bench_harness.py [--episodes 16] [--batch 16] [--size tiny]
+Usage: python benchmarks/bench_harness.py [--episodes 16] [--batch 16] [--size small]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--size", default="small")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, the same for both modes")
     args = ap.parse_args()
     import os

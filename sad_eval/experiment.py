@@ -247,7 +247,9 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
 
     data = [root / "teacher" / f"{p.name}-train.jsonl" for p in cfg.envs]
     out = root / "ckpt" / student_key(student, method, seed)
-    settings = {"student": student.__dict__, "method": method, "seed": seed, **cfg.distill}
+    # train on exactly the contexts eval will show: same room left for the generated turn
+    distill_opts = {"reserve": int(cfg.eval.get("max_new_tokens", 64)), **cfg.distill}
+    settings = {"student": student.__dict__, "method": method, "seed": seed, **distill_opts}
     digest = inputs_hash(settings, data)
 
     def go() -> None:
@@ -257,7 +259,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
         if not resume:
             shutil.rmtree(out, ignore_errors=True)
         stamp.write_text(digest)
-        opts = dict(cfg.distill)
+        opts = dict(distill_opts)
         opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
         tc = TrainConfig(data=[str(d) for d in data], student=student.student, out=str(out), method=method,
                          seed=seed, init_from_layers=student.init_from_layers, resume=resume,
@@ -268,7 +270,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     cmd = (f"sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
            + (f" --init-from-layers {student.init_from_layers}" if student.init_from_layers else "")
            + f" --method {method} --seed {seed} --out {out} "
-           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in cfg.distill.items()))
+           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in distill_opts.items()))
     stages.run(f"distill-{student_key(student, method, seed)}", digest, go, cmd)
 
 
