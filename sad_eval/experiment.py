@@ -41,7 +41,8 @@ class EnvPlan:
     eval_split: str = ""
     eval_tasks: int | None = 10
     max_steps: int | None = None  # eval step cap (None: the env's default)
-    teacher: str = ""
+    teacher: str = ""  # expert | oracle | checkpoint | openai:MODEL
+    base_url: str | None = None  # for an openai:MODEL teacher
 
 
 @dataclass
@@ -220,7 +221,8 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
         env_kwargs.update(expert_env_kwargs(plan.name))
     if max_steps:
         env_kwargs["max_steps"] = max_steps
-    spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding))
+    spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding),
+                     base_url=plan.base_url if agent == plan.teacher else None)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                       samples=samples, env_kwargs=env_kwargs, kind=kind), progress=progress)
 

@@ -121,7 +121,10 @@ def resolve_model(name_or_path: str) -> Path:
         raise SadEvalError(f"model {SMOLLM2} is not built yet: run `sad-eval models pull {SMOLLM2}`")
     if path.exists():
         raise SadEvalError(f"{path} is not a Hugging Face checkpoint (no config.json)")
-    raise SadEvalError(f"unknown model {name_or_path!r}: give a checkpoint directory or `{SMOLLM2}`")
+    if os.environ.get("SAD_EVAL_ALLOW_HUB") == "1" and name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
+        return Path(name_or_path)  # a hub id, for machines with a hub (transformers downloads it)
+    raise SadEvalError(f"unknown model {name_or_path!r}: give a checkpoint directory or `{SMOLLM2}`"
+                       " (hub ids need SAD_EVAL_ALLOW_HUB=1 and network access)")
 
 
 def load_tokenizer(name_or_path: str = SMOLLM2):

@@ -58,7 +58,7 @@ def _stop_index(text: str, stop: Sequence[str], action_stop: bool) -> int | None
 class HFGenerator:
     """Batched text generation with per-row stopping (also used by `sad-eval serve model`)."""
 
-    def __init__(self, path: str | Path, dtype: str = "float32", device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | Path, dtype: str | None = None, device: str | None = None, threads: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -70,6 +70,9 @@ class HFGenerator:
         threads = threads or int(os.environ.get("SAD_EVAL_THREADS", "0") or 0)
         if threads:
             torch.set_num_threads(threads)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # fp32 on CPU (bf16 matmuls are slower there without AMX), bf16 on a GPU
+        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype)).to(device)
@@ -174,7 +177,7 @@ class HFPolicy:
     """A local checkpoint as a batched ReAct policy."""
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
-                 max_context: int | None = None, dtype: str = "float32", logprobs: bool = False, name: str | None = None,
+                 max_context: int | None = None, dtype: str | None = None, logprobs: bool = False, name: str | None = None,
                  threads: int | None = None):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
         self.decoding = decoding or DecodingConfig()
