@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(SADEVAL) data status
-	$(SADEVAL) metrics tests/data/sample_trajectories.jsonl --teacher tests/data/sample_trajectories.jsonl
+	$(SADEVAL) experiment configs/quick.yaml --out runs/quick
 
 test: setup
 	$(PY) -m pytest -q
