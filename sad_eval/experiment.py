@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
+from sad_eval.data import sha256_file
 from sad_eval.errors import SadEvalError
 
 ENVS = ("alfworld", "webshop", "hotpotqa")
@@ -115,13 +116,9 @@ def _file_digest(path: Path) -> str:
         h = hashlib.sha256()
         for p in sorted(path.rglob("*")):
             if p.is_file() and p.suffix in (".json", ".safetensors"):
-                h.update(p.name.encode() + _file_digest(p).encode())
+                h.update(p.name.encode() + sha256_file(p).encode())
         return h.hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def inputs_hash(settings: dict[str, Any], files: list[Path] = ()) -> str:

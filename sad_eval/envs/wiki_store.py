@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from sad_eval.data import require
+from sad_eval.data import require, sha256_file
 from sad_eval.envs.base import EnvError
 from sad_eval.paths import cache_root
 
@@ -79,14 +79,6 @@ def base_title(title: str) -> str:
 def tokenize(text: str) -> list[str]:
     """BM25 tokens: lower-cased word characters, stop words dropped."""
     return [t for t in _WORD.findall(unicodedata.normalize("NFKC", text).lower()) if t not in STOPWORDS]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ building
