@@ -31,7 +31,6 @@ An optional live backend (:class:`LiveWikipedia`, MediaWiki API over ``requests`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
