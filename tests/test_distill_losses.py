@@ -147,6 +147,7 @@ def test_each_method_builds_the_masks_it_claims():
     assert [n for n, _, _ in got["reason-only"]] == ["reason"] and got["reason-only"][0][1] == r
     assert [n for n, _, _ in got["action-only"]] == ["act"] and got["action-only"][0][1] == a
     assert got["token"][0][1] == traj
+    assert got["lm"][0][1] == [0] + [1] * 7
     assert got["random-span"][0][1] == rand[0] and got["random-span"][1][1] == rand[1]
     with pytest.raises(ValueError):
         method_masks("nope", r, a, traj)

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         data: List[Path] = typer.Option(..., "--data", help="Teacher trajectory JSONL (repeatable)."),
         student: str = typer.Option(..., "--student", help="Student: a checkpoint dir, smollm2-135m, or a size: tiny | small | base."),
         out: Path = typer.Option(..., "--out", help="Output checkpoint dir (e.g. ckpt/NAME)."),
-        method: str = typer.Option("sad", "--method", help="sad | token | no-seg | reason-only | action-only | random-span."),
+        method: str = typer.Option("sad", "--method", help="sad | token | no-seg | reason-only | action-only | random-span | lm (plain causal LM)."),
         loss: str = typer.Option("ce", "--loss", help="ce (hard targets) | kl (teacher distributions)."),
         teacher: Optional[str] = typer.Option(None, "--teacher", help="Online teacher checkpoint for --loss kl (same tokenizer)."),
         teacher_topk: Optional[List[Path]] = typer.Option(None, "--teacher-topk", help="Top-k sidecar(s) for --loss kl (default: DATA.topk.safetensors)."),

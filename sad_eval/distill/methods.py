@@ -14,6 +14,8 @@ Every method is a list of groups (name, mask over target tokens, weight); the lo
                   the same run lengths (one run per span), placed at random non-overlapping
                   positions among the TRAJ tokens (seeded per example): it keeps the loss shape of
                   ``sad`` but forgets where the spans are.
+- ``lm``          [ALL, 1]: every token of the sequence (system prompt included) is a target, i.e.
+                  plain causal-LM fine-tuning with no masks (the reference of the benchmark).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
+METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span", "lm")
 
 
 def runs(mask: Sequence[int]) -> list[tuple[int, int]]:
@@ -67,6 +69,15 @@ def random_span_masks(m_reason: Sequence[int], m_act: Sequence[int], m_traj: Seq
     return r, a
 
 
+def _all_but_first(like):
+    """Every position but the first (nothing predicts token 0)."""
+    if isinstance(like, list):
+        return [0] + [1] * (len(like) - 1) if like else []
+    out = like.new_ones(like.shape)
+    out[..., 0] = 0
+    return out
+
+
 def method_masks(method: str, m_reason, m_act, m_traj, rand: tuple | None = None):
     """[(group name, mask, which λ)] for a method; ``rand`` = random-span (r, a) masks.
 
@@ -82,6 +93,8 @@ def method_masks(method: str, m_reason, m_act, m_traj, rand: tuple | None = None
         return [("act", m_act, "a")]
     if method == "token":
         return [("traj", m_traj, 1)]
+    if method == "lm":
+        return [("all", _all_but_first(m_traj), 1)]
     if method == "random-span":
         if rand is None:
             raise ValueError("random-span needs its random masks")

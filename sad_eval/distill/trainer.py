@@ -1,7 +1,7 @@
 """The distillation training loop: one readable function, `train`.
 
 Shape of the loop (in the spirit of Karpathy's nanoGPT train.py; written from scratch): AdamW
-(decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio·lr``, gradient
+(fused kernel; decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio·lr``, gradient
 clipping, gradient accumulation, optional bf16 autocast, periodic held-out loss per span,
 checkpoint + resume. Runs unchanged under ``torchrun``/``accelerate launch``: with WORLD_SIZE > 1
 the process group is initialised from the environment (gloo on CPU, nccl on GPU) and the model is
@@ -130,7 +130,8 @@ def selected_logits(model, input_ids: torch.Tensor, rows: torch.Tensor, cols: to
     if _direct_head(model):
         out = model.base_model(input_ids=input_ids, use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return model.get_output_embeddings()(hidden[rows, cols])
+        flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows * hidden.shape[1] + cols)
+        return model.get_output_embeddings()(flat)
     return model(input_ids=input_ids, use_cache=False).logits[rows, cols]
 
 
@@ -420,7 +421,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         else:
             from sad_eval.distill.topk import TopK, sidecar_path
 
-            if cfg.method in ("token", "random-span"):
+            if cfg.method in ("token", "random-span", "lm"):
                 raise SadEvalError(f"--method {cfg.method} supervises tokens outside the assistant turns, which a "
                                    "top-k cache does not cover: pass an online --teacher")
             topk = TopK(cfg.teacher_topk or [sidecar_path(p) for p in cfg.data])
@@ -472,9 +473,11 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
-                                  eps=1e-8)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # the fused kernel: one pass over the parameters (about 4x faster than foreach on CPU)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -537,7 +540,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
     for step in range(start, end):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -571,12 +574,13 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         optimizer.zero_grad(set_to_none=True)
         s = _all_reduce(stats + [n_tok], d)
         tokens_seen += int(s[5])
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         last = {"loss": s[0], "reason": s[1] / s[2] if s[2] else float("nan"),
                 "act": s[3] / s[4] if s[4] else float("nan")}
         row = {"step": step + 1, "split": "train", "loss": last["loss"], "reason": _nan(last["reason"]),
                "act": _nan(last["act"]), "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else None,
-               "tokens": int(s[5]), "tok_per_s": s[5] / dt if dt > 0 else None, "epoch": sched.epoch(step + 1)}
+               "tokens": int(s[5]), "tok_per_s": s[5] / dt if dt > 0 else None, "step_s": dt, "cpu_s": cpu,
+               "epoch": sched.epoch(step + 1)}
         record(row)
         progress.update(step + 1, row)
         if not progress.enabled and cfg.log_every and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps):
@@ -596,7 +600,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
                "tok_per_s": tokens_seen / elapsed if elapsed > 0 else None, "elapsed_s": elapsed,
                "peak_mem_mb": _peak_mem_mb(device), "params": students.param_count(model),
                "sequences": len(examples), "train_sequences": len(train_idx), "eval_sequences": len(eval_idx),
-               "data": asdict(bstats)}
+               "data": asdict(bstats), "topk": pstats if topk is not None else None}
     save_checkpoint(out, model, tokenizer, optimizer, end, cfg, d, {"summary": summary})
     if logf:
         logf.close()
