@@ -31,6 +31,9 @@ from sad_eval.errors import SadEvalError
 ENVS = ("alfworld", "webshop", "hotpotqa")
 DEFAULT_TEACHER = {"alfworld": "expert", "webshop": "oracle", "hotpotqa": "oracle"}
 DEFAULT_EVAL_SPLIT = {"alfworld": "valid_unseen", "webshop": "test", "hotpotqa": "dev500"}
+# settings that change speed, not results: left out of stage digests so a rerun with another
+# thread count resumes instead of starting over
+SPEED_ONLY = ("threads",)
 METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
 
 
@@ -169,10 +172,15 @@ def student_key(student: Student, method: str, seed: int) -> str:
 
 
 def run_experiment(config_path: str | Path, out: str | Path | None = None, log: Callable[[str], Any] = print,
-                   stages_only: tuple[str, ...] | None = None, progress: bool = True) -> Path:
+                   stages_only: tuple[str, ...] | None = None, progress: bool = True,
+                   threads: int | None = None) -> Path:
+    """Run (or resume) an experiment. `threads` overrides the config's CPU threads for distill and
+    eval; it is a speed setting, so it is not part of any stage's identity."""
     from sad_eval.run import _versions
 
     cfg = load_config(config_path)
+    if threads:
+        cfg.distill["threads"] = cfg.eval["threads"] = int(threads)
     root = Path(out or Path("runs") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, root / "config.yaml") if Path(config_path).resolve() != (root / "config.yaml").resolve() else None
@@ -184,15 +192,14 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     if want("collect"):
         for plan in cfg.envs:
             _collect_stage(cfg, plan, root, stages, progress)
-    if want("distill"):
-        for student in cfg.students:
+    # one (student, seed, method) at a time, distilled then evaluated: an interrupted run already has
+    # finished, paired sad/token results for the earliest seeds
+    for student in cfg.students:
+        for seed in cfg.seeds:
             for method in cfg.methods:
-                for seed in cfg.seeds:
+                if want("distill"):
                     _distill_stage(cfg, student, method, seed, root, stages, progress)
-    if want("eval"):
-        for student in cfg.students:
-            for method in cfg.methods:
-                for seed in cfg.seeds:
+                if want("eval"):
                     for plan in cfg.envs:
                         _eval_stage(cfg, student, method, seed, plan, root, stages, progress)
     if want("report"):
@@ -248,7 +255,8 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     out = root / "ckpt" / student_key(student, method, seed)
     # train on exactly the contexts eval will show: same room left for the generated turn
     distill_opts = {"reserve": int(cfg.eval.get("max_new_tokens", 64)), **cfg.distill}
-    settings = {"student": student.__dict__, "method": method, "seed": seed, **distill_opts}
+    settings = {"student": student.__dict__, "method": method, "seed": seed,
+                **{k: v for k, v in distill_opts.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, data)
 
     def go() -> None:
@@ -280,7 +288,8 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
     out = root / "eval" / key / f"{plan.name}.jsonl"
     e = cfg.eval
     decoding = {"max_new_tokens": int(e.get("max_new_tokens", 64))}
-    settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps, **e}
+    settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps,
+                **{k: v for k, v in e.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, [ckpt])
     if e.get("threads"):
         import os

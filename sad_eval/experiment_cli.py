@@ -15,6 +15,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME)."),
         stage: Optional[List[str]] = typer.Option(None, "--stage", help="Only these stages: collect, distill, eval, report."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                              help="CPU threads for distill and eval (overrides the config)."),
     ):
         """Collect teacher trajectories, distill students, evaluate them, and write the report.
 
@@ -31,5 +33,5 @@ def register(app: typer.Typer) -> None:
             raise SadEvalError(f"unknown stage(s) {bad}; choose from collect, distill, eval, report")
         console = Console()
         root = run_experiment(config, out, log=console.print, stages_only=tuple(stage) if stage else None,
-                              progress=not no_progress)
+                              progress=not no_progress, threads=threads)
         print_report(root)

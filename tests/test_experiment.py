@@ -47,8 +47,45 @@ def test_figures_are_valid_pngs_of_nontrivial_size(micro_run):
 def test_rerun_skips_unchanged_stages(micro_run):
     root, _ = micro_run
     logs = []
-    run_experiment(MICRO, root, log=logs.append, progress=False)
+    # another thread count is a speed setting, not a new experiment
+    run_experiment(MICRO, root, log=logs.append, progress=False, threads=2)
     assert logs and all("skip" in str(l) for l in logs)
+
+
+def test_paired_table_has_a_row_per_student_and_a_seed_count(micro_run):
+    root, _ = micro_run
+    paired = (root / "report" / "paired.md").read_text()
+    assert "| sad − token (tiny) |" in paired and "hotpotqa ΔCoT" in paired and "alfworld seeds" in paired
+
+
+def test_paired_differences_are_per_seed_means_with_intervals():
+    import pandas as pd
+
+    from sad_eval.reports.experiment_report import paired
+
+    rows = []
+    for seed, (a, b) in enumerate([(50.0, 40.0), (60.0, 40.0), (40.0, 40.0)]):
+        for method, tsr in (("sad", a), ("token", b)):
+            rows.append({"student": "tiny", "method": method, "seed": seed, "env": "webshop", "tsr": tsr,
+                         "arl": 10.0, "cot_match": 1.0, "latency_steps": 3.0})
+    table = paired(pd.DataFrame(rows), ["webshop"])
+    # diffs 10, 20, 0: mean 10, sd 10, t(2)=4.303 -> half-width 4.303 * 10 / sqrt(3) = 24.8
+    assert table.loc["sad − token (tiny)", "webshop ΔTSR"] == "10.0 ± 24.8"
+    assert table.loc["sad − token (tiny)", "webshop ΔARL"] == "0.0 ± 0.0"
+    assert table.loc["sad − token (tiny)", "webshop seeds"] == "3"
+
+
+def test_interrupted_eval_is_left_out_of_the_tables(micro_run, tmp_path):
+    from sad_eval.reports.experiment_report import results
+
+    src, _ = micro_run
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    full = results(root, load_config(MICRO))
+    (root / "stages" / "eval-tiny-sad-s0-webshop.partial").write_text("x")
+    part = results(root, load_config(MICRO))
+    assert len(part) == len(full) - 1
+    assert not ((part["method"] == "sad") & (part["env"] == "webshop")).any()
 
 
 def test_interrupted_eval_stage_resumes_without_duplicates(micro_run, tmp_path, monkeypatch):

@@ -58,7 +58,10 @@ def results(root: Path, cfg) -> pd.DataFrame:
         for m in cfg.methods:
             for seed in cfg.seeds:
                 for p in cfg.envs:
-                    eps = _load(root / "eval" / student_key(s, m, seed) / f"{p.name}.jsonl")
+                    key = student_key(s, m, seed)
+                    if (root / "stages" / f"eval-{key}-{p.name}.partial").is_file():
+                        continue  # an interrupted eval: a partial task set would bias the means
+                    eps = _load(root / "eval" / key / f"{p.name}.jsonl")
                     if eps:
                         rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
                                      "env": p.name, **summarize(eps, teachers[p.name] or None)})
@@ -94,6 +97,30 @@ def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS) -> pd.Dat
                     _cell(r[(env, metric, "mean")], r[(env, metric, "ci")], 2 if metric == "latency_steps" else 1)
                     for _, r in agg.iterrows()]
     return pd.DataFrame(cols, index=agg.index)
+
+
+def paired(df: pd.DataFrame, envs: list[str], a: str = "sad", b: str = "token",
+           metrics=TABLE_METRICS) -> pd.DataFrame:
+    """`a` minus `b`, paired by (student, seed, env): mean difference ± 95% t-interval over seeds.
+    Pairing removes the seed's shared variance (same data order and init seed for both methods)."""
+    rows: dict[str, dict[str, str]] = {}
+    for student in dict.fromkeys(df.loc[df["method"] == a, "student"]):
+        cells: dict[str, str] = {}
+        for env in envs:
+            sel = df[(df["student"] == student) & (df["env"] == env)]
+            left = sel[sel["method"] == a].set_index("seed")
+            right = sel[sel["method"] == b].set_index("seed")
+            seeds = sorted(set(left.index) & set(right.index))
+            if not seeds:
+                continue
+            for metric in metrics:
+                diffs = [float(left.at[s_, metric]) - float(right.at[s_, metric]) for s_ in seeds]
+                m, ci = mean_ci(diffs)
+                cells[f"{env} Δ{LABELS[metric]}"] = _cell(m, ci, 2 if metric == "latency_steps" else 1)
+            cells[f"{env} seeds"] = str(len(seeds))
+        if cells:
+            rows[f"{a} − {b} ({student})"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -242,6 +269,14 @@ def write_report(root: Path, cfg) -> Path:
               f"TSR and CoT in %, ARL in words, latency in steps per episode; mean ± 95% t-interval over {seeds} seed(s)"
               + (" (one seed: no interval)" if seeds < 2 else "") + ". CoT match pairs each student episode with the "
               "teacher's episode on the same task of the eval split.\n", to_markdown(t3)]
+    if {"sad", "token"} <= set(cfg.methods):
+        diff = paired(df, envs)
+        if not diff.empty:
+            diff.to_csv(rep / "paired.csv")
+            (rep / "paired.md").write_text(to_markdown(diff))
+            parts += ["## SAD − token, paired by seed\n",
+                      "Per student and env: the mean over seeds of (sad − token) with a 95% t-interval; an "
+                      "interval that contains 0 is no evidence of a difference.\n", to_markdown(diff)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)
@@ -276,7 +311,8 @@ def print_report(root: Path) -> None:
     from rich.table import Table
 
     console = Console()
-    for name, title in (("table3.csv", "Table 3"), ("table5.csv", "Table 5 (ablations)")):
+    for name, title in (("table3.csv", "Table 3"), ("paired.csv", "SAD − token (paired by seed)"),
+                        ("table5.csv", "Table 5 (ablations)")):
         path = root / "report" / name
         if not path.is_file():
             continue
