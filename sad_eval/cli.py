@@ -234,6 +234,8 @@ def report_cmd(
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
     strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
+    merge: Optional[List[Path]] = typer.Option(None, "--merge",
+                                               help="With a run directory: other shards' results_long.csv to add."),
 ):
     """A Table-3 style comparison: rows = runs, columns = env x metric; or an experiment's report."""
     from sad_eval.reports import tables
@@ -245,7 +247,10 @@ def report_cmd(
         root = runs[0]
         if not (root / "config.yaml").is_file():
             raise SadEvalError(f"{root} is not an experiment run directory (no config.yaml)")
-        write_report(root, load_config(root / "config.yaml"))
+        missing = [str(m) for m in merge or () if not m.is_file()]
+        if missing:
+            raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
+        write_report(root, load_config(root / "config.yaml"), merge=list(merge or ()))
         print_report(root)
         return
     from sad_eval.trajectory import load_trajectories

@@ -167,20 +167,41 @@ class Stages:
 
 # ---------------------------------------------------------------- the pipeline
 
+def select(items: list, wanted, key: Callable[[Any], Any], what: str) -> list:
+    """The items named in `wanted` (all of them when it is empty), in config order."""
+    if not wanted:
+        return list(items)
+    names = [key(i) for i in items]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SadEvalError(f"unknown {what}(s) {unknown}; the config has {names}")
+    return [i for i in items if key(i) in wanted]
+
+
 def student_key(student: Student, method: str, seed: int) -> str:
     return f"{student.name}-{method}-s{seed}"
 
 
 def run_experiment(config_path: str | Path, out: str | Path | None = None, log: Callable[[str], Any] = print,
                    stages_only: tuple[str, ...] | None = None, progress: bool = True,
-                   threads: int | None = None) -> Path:
-    """Run (or resume) an experiment. `threads` overrides the config's CPU threads for distill and
-    eval; it is a speed setting, so it is not part of any stage's identity."""
+                   threads: int | None = None, only_students: tuple[str, ...] = (),
+                   only_seeds: tuple[int, ...] = (), merge: tuple[Path, ...] = ()) -> Path:
+    """Run (or resume) an experiment.
+
+    `threads` overrides the config's CPU threads for distill and eval; it is a speed setting, so it
+    is not part of any stage's identity. `only_students`/`only_seeds` run one shard of the study (on
+    another machine, or in another session); `merge` adds the rows of other shards' results_long.csv
+    to the report, so the shards' tables come together without their checkpoints."""
     from sad_eval.run import _versions
 
     cfg = load_config(config_path)
     if threads:
         cfg.distill["threads"] = cfg.eval["threads"] = int(threads)
+    run_students = select(cfg.students, only_students, lambda s: s.name, "student")
+    run_seeds = select(cfg.seeds, only_seeds, lambda s: s, "seed")
+    missing = [str(m) for m in merge if not Path(m).is_file()]
+    if missing:
+        raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
     root = Path(out or Path("runs") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, root / "config.yaml") if Path(config_path).resolve() != (root / "config.yaml").resolve() else None
@@ -194,8 +215,8 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
             _collect_stage(cfg, plan, root, stages, progress)
     # one (student, seed, method) at a time, distilled then evaluated: an interrupted run already has
     # finished, paired sad/token results for the earliest seeds
-    for student in cfg.students:
-        for seed in cfg.seeds:
+    for student in run_students:
+        for seed in run_seeds:
             for method in cfg.methods:
                 if want("distill"):
                     _distill_stage(cfg, student, method, seed, root, stages, progress)
@@ -205,9 +226,11 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     if want("report"):
         from sad_eval.reports.experiment_report import write_report
 
-        digest = inputs_hash({"report": cfg.report, "v": 1},
-                             sorted((root / "teacher").glob("*.jsonl")) + sorted((root / "eval").rglob("*.jsonl")))
-        stages.run("report", digest, lambda: write_report(root, cfg), f"sad-eval report {root}")
+        digest = inputs_hash({"report": cfg.report, "v": 2},
+                             sorted((root / "teacher").glob("*.jsonl")) + sorted((root / "eval").rglob("*.jsonl"))
+                             + [Path(m) for m in merge])
+        stages.run("report", digest, lambda: write_report(root, cfg, merge=[Path(m) for m in merge]),
+                   f"sad-eval report {root}" + "".join(f" --merge {m}" for m in merge))
     stages.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     stages.manifest_path.write_text(json.dumps(stages.manifest, indent=2))
     return root

@@ -133,3 +133,40 @@ def test_bad_configs_are_clear_errors(tmp_path):
         load_config(bad)
     with pytest.raises(SadEvalError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_shards_merge_into_one_table(micro_run, tmp_path):
+    """A second shard (here: the same students under seed 1) joins through its results_long.csv."""
+    import pandas as pd
+
+    from sad_eval.reports.experiment_report import write_report
+
+    src, _ = micro_run
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    own = pd.read_csv(src / "report" / "results_long.csv")
+    other = own[own["method"] != "teacher"].assign(seed=1)
+    other["tsr"] = other["tsr"] + 10.0
+    other.to_csv(tmp_path / "shard.csv", index=False)
+    write_report(root, load_config(MICRO), merge=[tmp_path / "shard.csv"])
+    merged = pd.read_csv(root / "report" / "results_long.csv")
+    assert len(merged) == len(own) + len(other)
+    assert sorted(merged.loc[merged["method"] == "sad", "seed"].unique()) == [0, 1]
+    assert (root / "report" / "paired.md").read_text().rstrip().endswith("| 2 |")
+    assert " ± " in (root / "report" / "table3.md").read_text()  # two seeds: intervals appear
+    # merging again is idempotent: the run's own rows and the shard's rows are keyed, not appended
+    write_report(root, load_config(MICRO), merge=[tmp_path / "shard.csv", root / "report" / "results_long.csv"])
+    assert len(pd.read_csv(root / "report" / "results_long.csv")) == len(merged)
+
+
+def test_shard_selection_and_merge_errors_are_clear(tmp_path):
+    with pytest.raises(SadEvalError, match=r"unknown student\(s\) \['huge'\]"):
+        run_experiment(MICRO, tmp_path / "r", only_students=("huge",), progress=False, log=lambda *a: None)
+    with pytest.raises(SadEvalError, match="no such results file"):
+        run_experiment(MICRO, tmp_path / "r", merge=(tmp_path / "none.csv",), progress=False, log=lambda *a: None)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    from sad_eval.reports.experiment_report import merge_results
+
+    with pytest.raises(SadEvalError, match="not a results_long.csv"):
+        merge_results(__import__("pandas").DataFrame(), [bad], load_config(MICRO))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from sad_eval.errors import SadEvalError
 from sad_eval.metrics import summarize
 from sad_eval.trajectory import Episode, load_trajectories
 
@@ -139,8 +140,8 @@ def _param_counts(root: Path, cfg) -> dict[str, int]:
 
     counts = {}
     for s in cfg.students:
-        for m in cfg.methods:
-            ck = root / "ckpt" / student_key(s, m, cfg.seeds[0])
+        for m, seed in ((m, seed) for m in cfg.methods for seed in cfg.seeds):
+            ck = root / "ckpt" / student_key(s, m, seed)
             if (ck / "config.json").is_file():
                 with torch.device("meta"):
                     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ck))
@@ -246,14 +247,51 @@ def masks_page(root: Path, envs: list[str], out: Path, per_env: int = 2, seed: i
     return out
 
 
-def write_report(root: Path, cfg) -> Path:
-    """Write every table and figure into ROOT/report and tie them together in report.md."""
+KEY = ["method", "student", "seed", "env"]
+
+
+def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
+    """Add other shards' rows (from their results_long.csv) for (method, student, seed, env) this run
+    lacks; rows this run has win. Only the config's students/methods/envs are taken."""
+    frames = [df]
+    for path in others:
+        o = pd.read_csv(path)
+        missing = [c for c in KEY + ["row", *TABLE_METRICS] if c not in o.columns]
+        if missing:
+            raise SadEvalError(f"{path}: not a results_long.csv (no columns {missing})")
+        o = o[o["env"].isin([p.name for p in cfg.envs])
+              & (o["student"].isin([s.name for s in cfg.students] + ["teacher"]))
+              & o["method"].isin(list(cfg.methods) + ["teacher"])]
+        frames.append(o)
+    merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
+    if merged.empty:
+        return merged
+    merged = merged.drop_duplicates(subset=KEY, keep="first")
+    # table order: teacher, then config order of students, methods, seeds
+    order = {("teacher", "teacher"): -1}
+    for i, s in enumerate(cfg.students):
+        for j, m in enumerate(cfg.methods):
+            order[(s.name, m)] = i * 100 + j
+    merged = merged.assign(_o=[order.get((s, m), 10**6) for s, m in zip(merged["student"], merged["method"])])
+    return merged.sort_values(["_o", "seed"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
+    """Write every table and figure into ROOT/report and tie them together in report.md.
+    `merge`: other shards' results_long.csv files whose rows join this run's."""
     from sad_eval.run import _versions
 
     rep = root / "report"
     rep.mkdir(parents=True, exist_ok=True)
     envs = [p.name for p in cfg.envs]
     df = results(root, cfg)
+    counts = _param_counts(root, cfg)
+    if not df.empty:
+        df["params"] = [counts.get(s, float("nan")) for s in df["student"]]
+    df = merge_results(df, list(merge), cfg)
+    for s, n in (df.dropna(subset=["params"]).groupby("student")["params"].first().items()
+                 if "params" in df else ()):
+        counts.setdefault(s, int(n))
     df.to_csv(rep / "results_long.csv", index=False)
     parts = [f"# Experiment `{cfg.name}`\n", f"Generated {time.strftime('%Y-%m-%d %H:%M')}; run directory `{root}`.\n"]
     if df.empty:
@@ -286,7 +324,8 @@ def write_report(root: Path, cfg) -> Path:
         (rep / "table5.md").write_text(to_markdown(t5))
         t5.to_csv(rep / "table5.csv")
         parts += [f"## Table 5: ablations (student `{who}`)\n", to_markdown(t5)]
-    counts = _param_counts(root, cfg)
+    if merge:
+        parts += ["Rows merged from: " + ", ".join(f"`{m}`" for m in merge) + "\n"]
     if counts:
         parts += ["## Students\n", "| student | parameters |\n|---|---:|\n"
                   + "".join(f"| {k} | {v / 1e6:.1f}M |\n" for k, v in counts.items())]
