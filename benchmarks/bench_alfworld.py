@@ -18,8 +18,18 @@ import time
 from pathlib import Path
 
 from sad_eval.envs.alfworld import GAME_FILE, ALFWorldEnv, clean_observation, engine, list_tasks, task_type_of
-from sad_eval.envs.alfworld_collect import collect_expert
 from sad_eval.paths import data_root
+
+
+def collect_expert(out: Path, workers: int, games: list[str]):
+    """The teacher through the product's own harness (`sad-eval collect --workers N`)."""
+    from sad_eval.agents.experts import expert_env_kwargs
+    from sad_eval.agents.registry import AgentSpec
+    from sad_eval.run import RunConfig, execute
+
+    spec = AgentSpec(agent="expert", env="alfworld")
+    return execute(RunConfig(spec=spec, split="valid_unseen", out=out, workers=workers, tasks=games,
+                             env_kwargs=expert_env_kwargs("alfworld"), kind="collect"), progress=False)
 
 
 def pick_games(n: int) -> list[str]:
@@ -144,9 +154,11 @@ def main() -> None:
     print(f"\nteacher collection on the same {len(games)} games (worker start-up included)")
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            res = collect_expert("valid_unseen", Path(tmp) / f"w{workers}.jsonl", workers=workers, task_ids=games)
-            print(f"workers={workers}: {res.written} episodes ({res.successes} won) in {res.wall_s:.1f}s "
-                  f"= {res.episodes_per_min:.1f} episodes/min")
+            t0 = time.perf_counter()
+            eps = collect_expert(Path(tmp) / f"w{workers}.jsonl", workers, games)
+            wall = time.perf_counter() - t0
+            print(f"workers={workers}: {len(eps)} episodes ({sum(e.success for e in eps)} won) in {wall:.1f}s "
+                  f"= {60 * len(eps) / wall:.1f} episodes/min")
 
 
 if __name__ == "__main__":
