@@ -135,3 +135,21 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sad_eval.cli", "eval", "--agent", str(tmp_path / "nockpt"),
                         "--env", "hotpotqa", "-n", "1", "--out", str(tmp_path / "x.jsonl")], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown model" in r.stderr
+
+
+def test_student_is_prompted_as_it_was_distilled(tmp_path, tiny_checkpoint):
+    """A checkpoint's training_args.json (chat template on/off, window) shapes its eval prompts."""
+    import json
+    import shutil
+
+    from sad_eval.agents.base import EpisodeState
+    from sad_eval.agents.hf import HFPolicy
+
+    ckpt = tmp_path / "student"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    state = EpisodeState(env="hotpotqa", task_id="q0", task="Question: Who wrote Hamlet?")
+    assert "<|im_start|>" in HFPolicy(ckpt).context(state)
+    (ckpt / "training_args.json").write_text(json.dumps({"chat": False, "seq_len": 384}))
+    plain = HFPolicy(ckpt)
+    assert not plain.chat and plain.max_context == 384
+    assert "<|im_start|>" not in plain.context(state) and "Who wrote Hamlet?" in plain.context(state)

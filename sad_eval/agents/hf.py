@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from sad_eval.agents.base import EpisodeState, Turn
 from sad_eval.agents.prompts import build_context
@@ -88,13 +88,19 @@ class HFGenerator:
                                if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
         self.max_context = self._max_context()
 
+    def training_arg(self, key: str, default: Any = None) -> Any:
+        """A setting the student was distilled with (its `training_args.json`), if it is one of ours."""
+        args = self.path / "training_args.json"
+        if not args.is_file():
+            return default
+        value = json.loads(args.read_text()).get(key)
+        return default if value is None else value
+
     def _max_context(self) -> int:
         """The student's training window if recorded (train and eval contexts must match), else the model's."""
-        args = self.path / "training_args.json"
-        if args.is_file():
-            seq = json.loads(args.read_text()).get("seq_len")
-            if seq:
-                return int(seq)
+        seq = self.training_arg("seq_len")
+        if seq:
+            return int(seq)
         return int(min(getattr(self.model.config, "max_position_embeddings", 2048), 2048))
 
     def count_tokens(self, text: str) -> int:
@@ -181,7 +187,9 @@ class HFPolicy:
                  threads: int | None = None):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
         self.decoding = decoding or DecodingConfig()
-        self.chat = chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
+        # a student distilled without the chat template is shown prompts without it, as in training
+        self.chat = (chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
+                     and bool(self.gen.training_arg("chat", True)))
         self.max_context = max_context or self.gen.max_context
         self.logprobs = logprobs
         self.name = name or Path(str(path)).name
