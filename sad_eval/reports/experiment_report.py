@@ -355,7 +355,7 @@ def print_report(root: Path) -> None:
         path = root / "report" / name
         if not path.is_file():
             continue
-        df = pd.read_csv(path, index_col=0).fillna("–")
+        df = pd.read_csv(path, index_col=0, dtype=str).fillna("–")  # cells as written (no 1 -> 1.0)
         for env in dict.fromkeys(c.split(" ")[0] for c in df.columns):
             cols = [c for c in df.columns if c.startswith(env + " ")]
             t = Table(title=f"{title} — {env}")
