@@ -19,7 +19,9 @@ from sad_eval.metrics import summarize
 from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
-LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat."}
+LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv"}
+# the paired table adds the invalid-action rate: it still separates students that never succeed
+PAIRED_METRICS = TABLE_METRICS + ("invalid_rate",)
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         15: 2.131, 20: 2.086, 30: 2.042}
@@ -101,10 +103,11 @@ def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS) -> pd.Dat
 
 
 def paired(df: pd.DataFrame, envs: list[str], a: str = "sad", b: str = "token",
-           metrics=TABLE_METRICS) -> pd.DataFrame:
+           metrics=PAIRED_METRICS) -> pd.DataFrame:
     """`a` minus `b`, paired by (student, seed, env): mean difference ± 95% t-interval over seeds.
     Pairing removes the seed's shared variance (same data order and init seed for both methods)."""
     rows: dict[str, dict[str, str]] = {}
+    metrics = [m for m in metrics if m in df.columns]
     for student in dict.fromkeys(df.loc[df["method"] == a, "student"]):
         cells: dict[str, str] = {}
         for env in envs:
@@ -314,7 +317,8 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
             (rep / "paired.md").write_text(to_markdown(diff))
             parts += ["## SAD − token, paired by seed\n",
                       "Per student and env: the mean over seeds of (sad − token) with a 95% t-interval; an "
-                      "interval that contains 0 is no evidence of a difference.\n", to_markdown(diff)]
+                      "interval that contains 0 is no evidence of a difference. ΔInv is the change in the "
+                      "share of turns without a parsable action (%; lower is better).\n", to_markdown(diff)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)
