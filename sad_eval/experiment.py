@@ -185,11 +185,12 @@ def student_key(student: Student, method: str, seed: int) -> str:
 def run_experiment(config_path: str | Path, out: str | Path | None = None, log: Callable[[str], Any] = print,
                    stages_only: tuple[str, ...] | None = None, progress: bool = True,
                    threads: int | None = None, only_students: tuple[str, ...] = (),
-                   only_seeds: tuple[int, ...] = (), merge: tuple[Path, ...] = ()) -> Path:
+                   only_seeds: tuple[int, ...] = (), merge: tuple[Path, ...] = (),
+                   only_methods: tuple[str, ...] = ()) -> Path:
     """Run (or resume) an experiment.
 
     `threads` overrides the config's CPU threads for distill and eval; it is a speed setting, so it
-    is not part of any stage's identity. `only_students`/`only_seeds` run one shard of the study (on
+    is not part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard of the study (on
     another machine, or in another session); `merge` adds the rows of other shards' results_long.csv
     to the report, so the shards' tables come together without their checkpoints."""
     from sad_eval.run import _versions
@@ -199,6 +200,7 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
         cfg.distill["threads"] = cfg.eval["threads"] = int(threads)
     run_students = select(cfg.students, only_students, lambda s: s.name, "student")
     run_seeds = select(cfg.seeds, only_seeds, lambda s: s, "seed")
+    run_methods = select(cfg.methods, only_methods, lambda m: m, "method")
     missing = [str(m) for m in merge if not Path(m).is_file()]
     if missing:
         raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
@@ -217,7 +219,7 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     # finished, paired sad/token results for the earliest seeds
     for student in run_students:
         for seed in run_seeds:
-            for method in cfg.methods:
+            for method in run_methods:
                 if want("distill"):
                     _distill_stage(cfg, student, method, seed, root, stages, progress)
                 if want("eval"):

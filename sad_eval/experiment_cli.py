@@ -20,13 +20,14 @@ def register(app: typer.Typer) -> None:
         students: Optional[List[str]] = typer.Option(None, "--students",
                                                      help="Only these students (by name): one shard of the study."),
         seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Only these seeds: one shard of the study."),
+        methods: Optional[List[str]] = typer.Option(None, "--methods", help="Only these methods: one shard of the study."),
         merge: Optional[List[Path]] = typer.Option(None, "--merge",
                                                    help="Another shard's report/results_long.csv to add to the tables."),
     ):
         """Collect teacher trajectories, distill students, evaluate them, and write the report.
 
         Resumable: finished stages with unchanged inputs are skipped; an interrupted stage resumes.
-        Shard a long study with --students/--seeds (per machine or per session) and bring the shards
+        Shard a long study with --students/--seeds/--methods (per machine or per session) and bring the shards
         together with --merge OTHER_RUN/report/results_long.csv.
         """
         from rich.console import Console
@@ -42,5 +43,6 @@ def register(app: typer.Typer) -> None:
         root = run_experiment(config, out, log=console.print, stages_only=tuple(stage) if stage else None,
                               progress=not no_progress, threads=threads,
                               only_students=tuple(students or ()), only_seeds=tuple(seeds or ()),
+                              only_methods=tuple(methods or ()),
                               merge=tuple(merge or ()))
         print_report(root)

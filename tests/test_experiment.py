@@ -162,6 +162,8 @@ def test_shards_merge_into_one_table(micro_run, tmp_path):
 def test_shard_selection_and_merge_errors_are_clear(tmp_path):
     with pytest.raises(SadEvalError, match=r"unknown student\(s\) \['huge'\]"):
         run_experiment(MICRO, tmp_path / "r", only_students=("huge",), progress=False, log=lambda *a: None)
+    with pytest.raises(SadEvalError, match=r"unknown method\(s\) \['magic'\]"):
+        run_experiment(MICRO, tmp_path / "r", only_methods=("magic",), progress=False, log=lambda *a: None)
     with pytest.raises(SadEvalError, match="no such results file"):
         run_experiment(MICRO, tmp_path / "r", merge=(tmp_path / "none.csv",), progress=False, log=lambda *a: None)
     bad = tmp_path / "bad.csv"
