@@ -247,9 +247,6 @@ def report_cmd(
         root = runs[0]
         if not (root / "config.yaml").is_file():
             raise SadEvalError(f"{root} is not an experiment run directory (no config.yaml)")
-        missing = [str(m) for m in merge or () if not m.is_file()]
-        if missing:
-            raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
         write_report(root, load_config(root / "config.yaml"), merge=list(merge or ()))
         print_report(root)
         return

@@ -190,9 +190,10 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     """Run (or resume) an experiment.
 
     `threads` overrides the config's CPU threads for distill and eval; it is a speed setting, so it
-    is not part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard of the study (on
-    another machine, or in another session); `merge` adds the rows of other shards' results_long.csv
-    to the report, so the shards' tables come together without their checkpoints."""
+    is not part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard
+    of the study (on another machine, or in another session); `merge` adds the rows of other
+    shards' results_long.csv to the report, so the shards' tables come together without their
+    checkpoints."""
     from sad_eval.run import _versions
 
     cfg = load_config(config_path)
@@ -201,9 +202,9 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     run_students = select(cfg.students, only_students, lambda s: s.name, "student")
     run_seeds = select(cfg.seeds, only_seeds, lambda s: s, "seed")
     run_methods = select(cfg.methods, only_methods, lambda m: m, "method")
-    missing = [str(m) for m in merge if not Path(m).is_file()]
-    if missing:
-        raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
+    from sad_eval.reports.experiment_report import require_results_files
+
+    require_results_files(merge)
     root = Path(out or Path("runs") / cfg.name)
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, root / "config.yaml") if Path(config_path).resolve() != (root / "config.yaml").resolve() else None

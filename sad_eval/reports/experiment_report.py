@@ -253,9 +253,17 @@ def masks_page(root: Path, envs: list[str], out: Path, per_env: int = 2, seed: i
 KEY = ["method", "student", "seed", "env"]
 
 
+def require_results_files(paths) -> None:
+    """Fail early (before hours of work) when a file given to --merge is not there."""
+    missing = [str(m) for m in paths if not Path(m).is_file()]
+    if missing:
+        raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
+
+
 def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
     """Add other shards' rows (from their results_long.csv) for (method, student, seed, env) this run
     lacks; rows this run has win. Only the config's students/methods/envs are taken."""
+    require_results_files(others)
     frames = [df]
     for path in others:
         o = pd.read_csv(path)
