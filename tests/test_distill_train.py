@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from sad_eval.distill.methods import METHODS
-from sad_eval.distill.trainer import Dist, TrainConfig, save_checkpoint, train
+from sad_eval.distill.checkpoint import save_checkpoint
+from sad_eval.distill.distributed import Dist
+from sad_eval.distill.trainer import TrainConfig, train
 from sad_eval.errors import SadEvalError
 
 FIXTURE = str(Path(__file__).parent / "data" / "distill_teacher.jsonl")

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -38,13 +36,13 @@ import torch
 import torch.nn as nn
 
 from sad_eval.distill import losses
+from sad_eval.distill.checkpoint import (ARGS_FILE, LOG_FILE, STATE_FILE, save_checkpoint, set_rng_state,
+                                         truncate_log)
 from sad_eval.distill.curriculum import Schedule, complexity
+from sad_eval.distill.distributed import all_reduce, init_distributed
 from sad_eval.distill.methods import METHODS, groups_for, random_span_masks
 from sad_eval.errors import SadEvalError
 
-STATE_FILE = "trainer_state.pt"
-LOG_FILE = "loss_log.jsonl"
-ARGS_FILE = "training_args.json"
 
 
 @dataclass
@@ -144,40 +142,6 @@ class SelectedLogits(nn.Module):
 
     def forward(self, input_ids, rows, cols):
         return selected_logits(self.model, input_ids, rows, cols)
-
-
-# ------------------------------------------------------------------ distributed
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _all_reduce(values: list[float], d: Dist) -> list[float]:
-    if d.world == 1:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 # ------------------------------------------------------------------ data preparation
@@ -296,66 +260,6 @@ def per_token_loss(logits: torch.Tensor, batch: dict, cfg: TrainConfig, teacher=
             t_logits = selected_logits(teacher, batch["ids"], batch["rows"], batch["cols"])
         return losses.kl_per_token(logits, t_logits, cfg.temperature)
     return losses.topk_kl_per_token(logits, batch["topk_ids"], batch["topk_lp"], cfg.temperature)
-
-
-# ------------------------------------------------------------------ checkpoints
-
-def _rng_state() -> dict:
-    import numpy as np
-
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    import numpy as np
-
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg: TrainConfig, d: Dist,
-                    extra: dict | None = None) -> None:
-    """Model (safetensors) + tokenizer + training_args.json into ``out``; optimizer, step and RNG
-    into trainer_state.pt, written last, so a checkpoint is complete iff its state file names it."""
-    if d.world > 1:
-        torch.save(_rng_state(), out / f"rng_rank{d.rank}.pt.partial")
-    if d.main:
-        tmp = out / ".checkpoint.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        args = {**asdict(cfg), "step": step, **(extra or {})}
-        (tmp / ARGS_FILE).write_text(json.dumps(args, indent=2, default=str))
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), "world": d.world}
-        torch.save(state, out / (STATE_FILE + ".partial"))
-        os.replace(out / (STATE_FILE + ".partial"), out / STATE_FILE)
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        os.replace(out / f"rng_rank{d.rank}.pt.partial", out / f"rng_rank{d.rank}.pt")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except ValueError:
-            pass
-    path.write_text("".join(l + "\n" for l in keep))
 
 
 # ------------------------------------------------------------------ the loop
@@ -483,10 +387,10 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         rng_file = out / f"rng_rank{d.rank}.pt"
-        _set_rng_state(torch.load(rng_file, weights_only=False) if (d.world > 1 and rng_file.is_file())
+        set_rng_state(torch.load(rng_file, weights_only=False) if (d.world > 1 and rng_file.is_file())
                        else state["rng"])
         if d.main:
-            _truncate_log(out / LOG_FILE, start)
+            truncate_log(out / LOG_FILE, start)
         say(f"resumed from step {start}")
 
     net = SelectedLogits(model)
@@ -499,12 +403,10 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
 
     if d.main:
         (out / ARGS_FILE).write_text(json.dumps({**asdict(cfg), "step": start}, indent=2, default=str))
-    logf = open(out / LOG_FILE, "a") if d.main else None
-
-    def record(row: dict) -> None:
-        if logf:
-            logf.write(json.dumps(row) + "\n")
-            logf.flush()
+    def record(row: dict) -> None:  # one append per row: a killed run keeps every logged step
+        if d.main:
+            with open(out / LOG_FILE, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
     def evaluate(step: int) -> dict | None:
         if not eval_idx:
@@ -522,7 +424,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
                 sums[2] += float((lt * batch["act"]).sum())
                 sums[3] += float(batch["act"].sum())
         model.train()
-        s = _all_reduce(sums, d)
+        s = all_reduce(sums, d)
         row = {"step": step, "split": "eval", "reason": s[0] / s[1] if s[1] else None,
                "act": s[2] / s[3] if s[3] else None}
         record(row)
@@ -572,7 +474,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        s = _all_reduce(stats + [n_tok], d)
+        s = all_reduce(stats + [n_tok], d)
         tokens_seen += int(s[5])
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         last = {"loss": s[0], "reason": s[1] / s[2] if s[2] else float("nan"),
@@ -602,8 +504,6 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
                "sequences": len(examples), "train_sequences": len(train_idx), "eval_sequences": len(eval_idx),
                "data": asdict(bstats), "topk": pstats if topk is not None else None}
     save_checkpoint(out, model, tokenizer, optimizer, end, cfg, d, {"summary": summary})
-    if logf:
-        logf.close()
     say(f"saved {out} (step {end}/{cfg.max_steps}; {summary['tok_per_s'] or 0:.0f} tok/s)")
     return summary
 
