@@ -202,6 +202,9 @@ def metrics_cmd(
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Count HF tokens instead of words."),
     strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", min=1,
+        help="The run's decoding budget: split invalid turns into runaways (budget used up) and no-action."),
 ):
     """TSR, ARL, CoT match, latency and env scores of one run."""
     import json as _json
@@ -216,12 +219,12 @@ def metrics_cmd(
         raise SadEvalError(f"{run}: no readable episodes")
     teach = load_trajectories([teacher], strict=strict) if teacher else None
     if fmt == "json":
-        per_env = tables.metrics_by_env(eps, teach, tok)
-        overall = summarize(eps, teach, tok)
+        per_env = tables.metrics_by_env(eps, teach, tok, max_new_tokens)
+        overall = summarize(eps, teach, tok, max_new_tokens)
         out = {**overall, "envs": per_env} if len(per_env) > 1 else overall
         print(_json.dumps(tables.clean_nan(out), indent=2))
         return
-    df = tables.metrics_frame({tables.run_name(run): eps}, teach, tok)
+    df = tables.metrics_frame({tables.run_name(run): eps}, teach, tok, max_new_tokens)
     text = tables.render(df, fmt)
     if text is not None:
         print(text)
@@ -269,6 +272,21 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(_mod).register(app)
 
 
+def _click_kinds() -> dict[str, tuple[type, ...]]:
+    """Click's exception classes, from click itself and from the copy that newer typer vendors
+    (typer >= 0.2x raises ``typer._click.exceptions.*``, which are not click's classes)."""
+    import click.exceptions
+
+    mods = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+
+        mods.append(vendored)
+    except ImportError:
+        pass
+    return {k: tuple(getattr(m, k) for m in mods if hasattr(m, k)) for k in ("Exit", "ClickException", "Abort")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -289,14 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except Exception as e:  # click usage errors and typer exits
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
+        kinds = _click_kinds()
+        if isinstance(e, kinds["Exit"]):
             return e.exit_code
-        if isinstance(e, click.ClickException):
+        if isinstance(e, kinds["ClickException"]):
             e.show()
             return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, kinds["Abort"]):
             return 1
         raise
     return 0

@@ -107,6 +107,18 @@ def invalid_action_rate(episodes: Sequence[Episode]) -> float:
     return 100.0 * sum(s.invalid for s in steps) / len(steps) if steps else float("nan")
 
 
+def invalid_turn_kinds(episodes: Sequence[Episode], max_new_tokens: int) -> dict[str, float]:
+    """The invalid turns split by how they failed, each in percent of all turns:
+    ``runaway_rate`` = generation used the whole ``max_new_tokens`` budget (a loop that never reached
+    the action line); ``no_action_rate`` = the output ended early without one (a format error)."""
+    steps = [s for e in _ok(episodes) for s in e.steps]
+    if not steps:
+        return {"runaway_rate": float("nan"), "no_action_rate": float("nan")}
+    runaway = sum(1 for s in steps if s.invalid and (s.tokens or 0) >= max_new_tokens)
+    invalid = sum(1 for s in steps if s.invalid)
+    return {"runaway_rate": 100.0 * runaway / len(steps), "no_action_rate": 100.0 * (invalid - runaway) / len(steps)}
+
+
 def mean_score(episodes: Sequence[Episode]) -> float:
     """Mean env score (WebShop: reward in [0, 1] scaled to 0-100, as WebShop reports it)."""
     eps = _ok(episodes)
@@ -120,8 +132,9 @@ def mean_meta(episodes: Sequence[Episode], key: str) -> float:
 
 
 def summarize(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = None,
-              tokenize: Tokenize = word_tokens) -> dict[str, float]:
-    """All metrics for one run (one env): the keys of `sad-eval metrics --format json`."""
+              tokenize: Tokenize = word_tokens, max_new_tokens: int | None = None) -> dict[str, float]:
+    """All metrics for one run (one env): the keys of `sad-eval metrics --format json`. With the
+    decoding budget ``max_new_tokens``, also the invalid-turn split (``invalid_turn_kinds``)."""
     ok = _ok(episodes)
     out: dict[str, float] = {
         "episodes": len(ok),
@@ -135,6 +148,8 @@ def summarize(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = N
         "latency_s_per_step": latency_seconds_per_step(ok),
         "invalid_rate": invalid_action_rate(ok),
     }
+    if max_new_tokens:
+        out.update(invalid_turn_kinds(ok, max_new_tokens))
     if teacher is not None:
         out["cot_match"], out["cot_pairs"] = cot_match_rate(ok, teacher, tokenize)
     envs = {e.env for e in ok}

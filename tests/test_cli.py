@@ -19,6 +19,14 @@ def test_metrics_json_keys(sample_path):
         assert k in out
     assert out["episodes"] == 3 and out["cot_pairs"] == 3 and out["cot_match"] == 100.0
     assert out["envs"]["alfworld"]["tsr"] == 50.0
+    assert "no_action_rate" not in out
+
+
+def test_metrics_with_a_token_budget_split_invalid_turns(sample_path):
+    r = run("metrics", str(sample_path), "--max-new-tokens", "64", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["runaway_rate"] + out["no_action_rate"] == pytest.approx(out["invalid_rate"])
 
 
 def test_report_csv_and_md(sample_path, tmp_path):
@@ -41,6 +49,17 @@ def test_bad_input_one_line_error(args, needle, sample_path, tmp_path):
     assert r.returncode == 2
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["metrics"], "Missing argument"),
+    (["metrics", "{sample}", "--bogus"], "No such option"),
+    (["metrics", "{sample}", "--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_usage_errors_print_usage_not_a_traceback(args, needle, sample_path):
+    # newer typer raises these from its own copy of click, not from click itself
+    r = run(*[a.format(sample=sample_path) for a in args])
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
 
 
 def test_debug_shows_traceback():

@@ -56,6 +56,18 @@ def test_paired_table_has_a_row_per_student_and_a_seed_count(micro_run):
     root, _ = micro_run
     paired = (root / "report" / "paired.md").read_text()
     assert "| sad − token (tiny) |" in paired and "hotpotqa ΔCoT" in paired and "alfworld seeds" in paired
+    assert "webshop ΔNoAct" in paired
+
+
+def test_results_split_invalid_turns_by_the_configs_token_budget(micro_run):
+    import pandas as pd
+
+    root, _ = micro_run
+    df = pd.read_csv(root / "report" / "results_long.csv")
+    students = df[df["method"] != "teacher"]
+    assert students["no_action_rate"].notna().all()
+    total = students["runaway_rate"] + students["no_action_rate"]
+    assert ((total - students["invalid_rate"]).abs() < 1e-9).all()
 
 
 def test_paired_differences_are_per_seed_means_with_intervals():

@@ -63,3 +63,16 @@ def test_env_scores():
 
 def test_empty_gives_nan():
     assert math.isnan(M.task_success_rate([]))
+
+
+def test_invalid_turns_split_into_runaways_and_missing_actions():
+    steps = [Step("r", "go to desk 1"),  # valid
+             Step("r", "Reasoning: r", invalid=True, tokens=12),  # stopped early: no action line
+             Step("1999…", "Reasoning: 1999…", invalid=True, tokens=64),  # used the whole budget
+             Step("r", "go", tokens=64)]  # a long but valid turn is not a runaway
+    e = Episode("alfworld", "s", "t", "student", steps=steps)
+    kinds = M.invalid_turn_kinds([e], max_new_tokens=64)
+    assert kinds == {"runaway_rate": 25.0, "no_action_rate": 25.0}
+    assert kinds["runaway_rate"] + kinds["no_action_rate"] == M.invalid_action_rate([e])
+    out = M.summarize([e], max_new_tokens=64)
+    assert out["no_action_rate"] == 25.0 and "runaway_rate" not in M.summarize([e])

@@ -19,9 +19,10 @@ from sad_eval.metrics import summarize
 from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
-LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv"}
+LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
+          "no_action_rate": "NoAct"}
 # the paired table adds the invalid-action rate: it still separates students that never succeed
-PAIRED_METRICS = TABLE_METRICS + ("invalid_rate",)
+PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate")
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         15: 2.131, 20: 2.086, 30: 2.042}
@@ -52,6 +53,7 @@ def results(root: Path, cfg) -> pd.DataFrame:
     from sad_eval.experiment import student_key
 
     rows: list[dict[str, Any]] = []
+    budget = int(cfg.eval.get("max_new_tokens", 64))  # the experiment's decoding budget (experiment.py)
     teachers = {p.name: _load(root / "teacher" / f"{p.name}-eval.jsonl") for p in cfg.envs}
     for p in cfg.envs:
         if teachers[p.name]:
@@ -67,7 +69,7 @@ def results(root: Path, cfg) -> pd.DataFrame:
                     eps = _load(root / "eval" / key / f"{p.name}.jsonl")
                     if eps:
                         rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
-                                     "env": p.name, **summarize(eps, teachers[p.name] or None)})
+                                     "env": p.name, **summarize(eps, teachers[p.name] or None, max_new_tokens=budget)})
     return pd.DataFrame(rows)
 
 
@@ -326,7 +328,8 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
             parts += ["## SAD − token, paired by seed\n",
                       "Per student and env: the mean over seeds of (sad − token) with a 95% t-interval; an "
                       "interval that contains 0 is no evidence of a difference. ΔInv is the change in the "
-                      "share of turns without a parsable action (%; lower is better).\n", to_markdown(diff)]
+                      "share of turns without a parsable action (%; lower is better); ΔNoAct counts only "
+                      "those that ended before the token budget (format errors, not runaway loops).\n", to_markdown(diff)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)

@@ -27,6 +27,8 @@ METRIC_LABELS = {
     "latency_steps": "Steps",
     "latency_s": "s/ep",
     "invalid_rate": "Inv%",
+    "runaway_rate": "Runaway%",
+    "no_action_rate": "NoAct%",
     "webshop_score": "Score",
     "hotpotqa_em": "EM",
     "hotpotqa_f1": "F1",
@@ -36,6 +38,7 @@ METRIC_LABELS = {
 
 # Shown by default; the rest (errored, cot_pairs, s/step) stay in JSON/CSV.
 DEFAULT_METRICS = ("episodes", "tsr", "arl", "cot_match", "latency_steps", "latency_s", "invalid_rate",
+                   "runaway_rate", "no_action_rate",
                    "webshop_score", "hotpotqa_em", "hotpotqa_f1")
 COUNT_METRICS = ("episodes", "errored", "cot_pairs")
 
@@ -45,24 +48,24 @@ def run_name(path: str | Path) -> str:
 
 
 def metrics_by_env(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = None,
-                   tokenize: Tokenize = word_tokens) -> dict[str, dict[str, float]]:
+                   tokenize: Tokenize = word_tokens, max_new_tokens: int | None = None) -> dict[str, dict[str, float]]:
     """``summarize`` per env present in ``episodes``."""
     envs = sorted({e.env for e in episodes})
     out = {}
     for env in envs:
         mine = [e for e in episodes if e.env == env]
         theirs = [e for e in teacher if e.env == env] if teacher is not None else None
-        out[env] = summarize(mine, theirs, tokenize)
+        out[env] = summarize(mine, theirs, tokenize, max_new_tokens)
     return out
 
 
 def metrics_frame(runs: dict[str, Sequence[Episode]], teacher: Sequence[Episode] | None = None,
-                  tokenize: Tokenize = word_tokens) -> pd.DataFrame:
+                  tokenize: Tokenize = word_tokens, max_new_tokens: int | None = None) -> pd.DataFrame:
     """Rows = runs; columns = MultiIndex (env, metric)."""
     rows = {}
     for name, eps in runs.items():
         flat = {}
-        for env, m in metrics_by_env(eps, teacher, tokenize).items():
+        for env, m in metrics_by_env(eps, teacher, tokenize, max_new_tokens).items():
             for k, v in m.items():
                 flat[(env, k)] = v
         rows[name] = flat
