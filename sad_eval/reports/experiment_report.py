@@ -161,6 +161,7 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sub = df[df["method"].isin(["sad", "token"])]
     if sub.empty or not counts:
@@ -178,7 +179,11 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
             ax.errorbar([x / 1e6 for x in xs], ys, yerr=[0 if math.isnan(c) else c for c in cis],
                         fmt=styles.get(env, "o-"), color=colors.get(method), label=f"{method} · {env}", capsize=3)
         ax.set_xscale("log")
-        ax.set_xlabel("student parameters (M)")
+        # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+        sizes = sorted({counts[s] / 1e6 for s in sub["student"].unique() if s in counts})
+        ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("student parameters")
         ax.set_title({"tsr": "Task success rate (%)", "arl": "Avg. reasoning length (words)",
                       "cot_match": "CoT match rate (%)", "latency_steps": "Latency (steps/episode)"}[metric])
         ax.grid(alpha=0.3)
