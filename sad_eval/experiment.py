@@ -69,6 +69,11 @@ class ExperimentConfig:
     report: dict[str, Any] = field(default_factory=dict)  # ablation_student, mask_samples
     raw: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def max_new_tokens(self) -> int:
+        """The eval decoding budget per turn; training reserves as much room after each prompt."""
+        return int(self.eval.get("max_new_tokens", 64))
+
 
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
@@ -280,7 +285,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     data = [root / "teacher" / f"{p.name}-train.jsonl" for p in cfg.envs]
     out = root / "ckpt" / student_key(student, method, seed)
     # train on exactly the contexts eval will show: same room left for the generated turn
-    distill_opts = {"reserve": int(cfg.eval.get("max_new_tokens", 64)), **cfg.distill}
+    distill_opts = {"reserve": cfg.max_new_tokens, **cfg.distill}
     settings = {"student": student.__dict__, "method": method, "seed": seed,
                 **{k: v for k, v in distill_opts.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, data)
@@ -300,7 +305,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
         train(tc, log=lambda *a: None)
         stamp.unlink(missing_ok=True)
 
-    cmd = (f"sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
+    cmd = ("sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
            + (f" --init-from-layers {student.init_from_layers}" if student.init_from_layers else "")
            + f" --method {method} --seed {seed} --out {out} "
            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in distill_opts.items()))
@@ -313,7 +318,7 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
     ckpt = root / "ckpt" / key
     out = root / "eval" / key / f"{plan.name}.jsonl"
     e = cfg.eval
-    decoding = {"max_new_tokens": int(e.get("max_new_tokens", 64))}
+    decoding = {"max_new_tokens": cfg.max_new_tokens}
     settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps,
                 **{k: v for k, v in e.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, [ckpt])

@@ -114,9 +114,10 @@ def invalid_turn_kinds(episodes: Sequence[Episode], max_new_tokens: int) -> dict
     steps = [s for e in _ok(episodes) for s in e.steps]
     if not steps:
         return {"runaway_rate": float("nan"), "no_action_rate": float("nan")}
-    runaway = sum(1 for s in steps if s.invalid and (s.tokens or 0) >= max_new_tokens)
-    invalid = sum(1 for s in steps if s.invalid)
-    return {"runaway_rate": 100.0 * runaway / len(steps), "no_action_rate": 100.0 * (invalid - runaway) / len(steps)}
+    invalid = [s for s in steps if s.invalid]
+    runaway = sum(1 for s in invalid if (s.tokens or 0) >= max_new_tokens)
+    return {"runaway_rate": 100.0 * runaway / len(steps),
+            "no_action_rate": 100.0 * (len(invalid) - runaway) / len(steps)}
 
 
 def mean_score(episodes: Sequence[Episode]) -> float:

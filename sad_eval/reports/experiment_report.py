@@ -53,7 +53,6 @@ def results(root: Path, cfg) -> pd.DataFrame:
     from sad_eval.experiment import student_key
 
     rows: list[dict[str, Any]] = []
-    budget = int(cfg.eval.get("max_new_tokens", 64))  # the experiment's decoding budget (experiment.py)
     teachers = {p.name: _load(root / "teacher" / f"{p.name}-eval.jsonl") for p in cfg.envs}
     for p in cfg.envs:
         if teachers[p.name]:
@@ -69,7 +68,7 @@ def results(root: Path, cfg) -> pd.DataFrame:
                     eps = _load(root / "eval" / key / f"{p.name}.jsonl")
                     if eps:
                         rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
-                                     "env": p.name, **summarize(eps, teachers[p.name] or None, max_new_tokens=budget)})
+                                     "env": p.name, **summarize(eps, teachers[p.name] or None, max_new_tokens=cfg.max_new_tokens)})
     return pd.DataFrame(rows)
 
 
@@ -169,6 +168,8 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     styles = {"alfworld": "o-", "webshop": "s--", "hotpotqa": "^:"}
     colors = {"sad": "tab:blue", "token": "tab:orange"}
+    # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+    sizes = sorted({counts[s] / 1e6 for s in sub["student"].unique() if s in counts})
     for ax, metric in zip(axes.flat, TABLE_METRICS):
         for (method, env), g in sub.groupby(["method", "env"]):
             pts = sorted((counts[s], *mean_ci(gg[metric].astype(float).tolist()))
@@ -179,8 +180,6 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
             ax.errorbar([x / 1e6 for x in xs], ys, yerr=[0 if math.isnan(c) else c for c in cis],
                         fmt=styles.get(env, "o-"), color=colors.get(method), label=f"{method} · {env}", capsize=3)
         ax.set_xscale("log")
-        # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
-        sizes = sorted({counts[s] / 1e6 for s in sub["student"].unique() if s in counts})
         ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("student parameters")
@@ -199,7 +198,7 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
 def span_lengths(episodes: list[Episode]) -> tuple[list[int], list[int]]:
     """Word counts of every REASON and ACT span body (Figure 8)."""
     from sad_eval.metrics import word_tokens
-    from sad_eval.segment import ACT, REASON, format_turn, segment
+    from sad_eval.segment import REASON, format_turn, segment
 
     reason, act = [], []
     for ep in episodes:
