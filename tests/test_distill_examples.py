@@ -142,3 +142,18 @@ def test_hotpotqa_finish_is_an_answer_line_in_the_act_span(episodes, smol_tokeni
                     rules={"hotpotqa": "hotpotqa-two-phase"})
     act2 = smol_tokenizer.decode([i for i, m in zip(two[0].input_ids, two[0].m_act) if m])
     assert act2 == "Answer: yes\n"  # two-phase: only the final answer is an action
+
+
+def test_turns_longer_than_the_generation_budget_are_counted_and_warned(episodes, smol_tokenizer):
+    tok = smol_tokenizer
+    lengths = [len(tok(format_turn(e.env, s.reasoning, s.action), add_special_tokens=False)["input_ids"])
+               for e in episodes if e.success for s in e.steps if not s.invalid]
+    budget = sorted(lengths)[len(lengths) // 2]  # the median turn: about half do not fit
+    with pytest.warns(UserWarning, match=rf"longer than the {budget}-token generation budget"):
+        _, stats = build_examples(episodes, tok, seq_len=4096, reserve=budget)
+    assert stats.over_budget == sum(n > budget for n in lengths) > 0
+    assert f"{stats.over_budget} turns longer than the {budget}-token budget" in stats.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a budget that fits every turn says nothing
+        _, stats = build_examples([e for e in episodes if e.success], tok, seq_len=4096, reserve=max(lengths))
+    assert stats.over_budget == 0

@@ -81,6 +81,8 @@ class BuildStats:
     turns: int = 0
     invalid_turns: int = 0
     truncated: int = 0
+    over_budget: int = 0  # target turns longer than the generation budget (``reserve``)
+    reserve: int = 0
     reason_tokens: int = 0
     act_tokens: int = 0
     tokens: int = 0
@@ -89,7 +91,8 @@ class BuildStats:
         return (f"{self.used}/{self.episodes} episodes -> {self.windows} sequences, {self.turns} turns "
                 f"({self.reason_tokens} REASON + {self.act_tokens} ACT target tokens of {self.tokens}); "
                 f"skipped {self.skipped_failed} failed, {self.skipped_error} error, {self.skipped_empty} empty; "
-                f"{self.truncated} truncated, {self.invalid_turns} invalid turns as context only")
+                f"{self.truncated} truncated, {self.invalid_turns} invalid turns as context only"
+                + (f"; {self.over_budget} turns longer than the {self.reserve}-token budget" if self.reserve else ""))
 
 
 def _ntok(tokenizer, text: str) -> int:
@@ -117,6 +120,9 @@ def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = Tr
     env, steps = ep.env, ep.steps
     contents = [format_turn(env, s.reasoning, s.action) for s in steps]
     n_content = [_ntok(tokenizer, c) for c in contents]
+    if reserve:  # a student that copies such a turn at eval runs out of budget before its action
+        stats.reserve = reserve
+        stats.over_budget += sum(1 for s, n in zip(steps, n_content) if not s.invalid and n > reserve)
     sys_len = _system_len(env, tokenizer, chat, exemplars)
     out: list[Example] = []
     k = 0
@@ -243,4 +249,9 @@ def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, c
     if stats.truncated:
         warnings.warn(f"distill: {stats.truncated} sequences did not fit in {seq_len} tokens even with every "
                       "observation elided; their oldest turns were cut", stacklevel=2)
+    if stats.over_budget:
+        share = stats.over_budget / max(1, stats.turns - stats.invalid_turns)
+        warnings.warn(f"distill: {stats.over_budget} of the teacher's turns ({share:.0%}) are longer than the "
+                      f"{reserve}-token generation budget: a student that imitates them is cut off before its "
+                      "action at eval; raise the eval max_new_tokens (and --reserve)", stacklevel=2)
     return out, stats
