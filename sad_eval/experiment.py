@@ -234,7 +234,7 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     if want("report"):
         from sad_eval.reports.experiment_report import write_report
 
-        digest = inputs_hash({"report": cfg.report, "v": 2},
+        digest = inputs_hash({"report": cfg.report, "v": 3},
                              sorted((root / "teacher").glob("*.jsonl")) + sorted((root / "eval").rglob("*.jsonl"))
                              + [Path(m) for m in merge])
         stages.run("report", digest, lambda: write_report(root, cfg, merge=[Path(m) for m in merge]),

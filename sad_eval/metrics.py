@@ -107,6 +107,23 @@ def invalid_action_rate(episodes: Sequence[Episode]) -> float:
     return 100.0 * sum(s.invalid for s in steps) / len(steps) if steps else float("nan")
 
 
+# How each env answers an action it cannot carry out (see the env modules): ALFWorld's game says
+# "Nothing happens." (a command outside the admissible set, e.g. an object not in the room);
+# WebShop and HotPotQA return an "Invalid action: ..." observation.
+REJECTION_PREFIX = {"alfworld": "Nothing happens.", "webshop": "Invalid action", "hotpotqa": "Invalid action"}
+
+
+def rejected_action_rate(episodes: Sequence[Episode]) -> float:
+    """Percent of parsed actions (turns that are not invalid) that the env rejected: the action was
+    well-formed but not possible there, a sign of an agent not grounded in its observations."""
+    acts = [(e.env, s) for e in _ok(episodes) for s in e.steps if not s.invalid]
+    known = [(env, s) for env, s in acts if env in REJECTION_PREFIX]
+    if not known:
+        return float("nan")
+    rejected = sum(1 for env, s in known if s.observation.strip().startswith(REJECTION_PREFIX[env]))
+    return 100.0 * rejected / len(known)
+
+
 def invalid_turn_kinds(episodes: Sequence[Episode], max_new_tokens: int) -> dict[str, float]:
     """The invalid turns split by how they failed, each in percent of all turns:
     ``runaway_rate`` = generation used the whole ``max_new_tokens`` budget (a loop that never reached
@@ -148,6 +165,7 @@ def summarize(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = N
         "latency_s": latency_seconds(ok),
         "latency_s_per_step": latency_seconds_per_step(ok),
         "invalid_rate": invalid_action_rate(ok),
+        "rejected_rate": rejected_action_rate(ok),
     }
     if max_new_tokens:
         out.update(invalid_turn_kinds(ok, max_new_tokens))

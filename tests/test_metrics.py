@@ -76,3 +76,17 @@ def test_invalid_turns_split_into_runaways_and_missing_actions():
     assert kinds["runaway_rate"] + kinds["no_action_rate"] == M.invalid_action_rate([e])
     out = M.summarize([e], max_new_tokens=64)
     assert out["no_action_rate"] == 25.0 and "runaway_rate" not in M.summarize([e])
+
+
+def test_rejected_actions_are_well_formed_actions_the_env_refused():
+    alf = Episode("alfworld", "s", "t", "student", steps=[
+        Step("r", "go to shelf 11", observation="Nothing happens."),  # no shelf 11 in this room
+        Step("r", "go to desk 1", observation="On the desk 1, you see a pen 1."),
+        Step("1999…", "Reasoning: 1999…", observation="Nothing happens.", invalid=True)])  # counted in Inv, not here
+    web = Episode("webshop", "s", "u", "student", steps=[
+        Step("r", "click[Buy Now]", observation="Invalid action: [Buy Now] is not on this page. You can click: nothing."),
+        Step("r", "search[pillow]", observation="[Back to Search] Page 1 (Total results: 50)")])
+    assert M.rejected_action_rate([alf]) == 50.0
+    assert M.rejected_action_rate([alf, web]) == 50.0
+    assert M.summarize([web])["rejected_rate"] == 50.0
+    assert math.isnan(M.rejected_action_rate([Episode("alfworld", "s", "v", "student")]))

@@ -20,9 +20,9 @@ from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
 LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
-          "no_action_rate": "NoAct"}
+          "no_action_rate": "NoAct", "rejected_rate": "Rej"}
 # the paired table adds the invalid-action rate: it still separates students that never succeed
-PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate")
+PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate", "rejected_rate")
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         15: 2.131, 20: 2.086, 30: 2.042}
@@ -333,7 +333,8 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
                       "Per student and env: the mean over seeds of (sad − token) with a 95% t-interval; an "
                       "interval that contains 0 is no evidence of a difference. ΔInv is the change in the "
                       "share of turns without a parsable action (%; lower is better); ΔNoAct counts only "
-                      "those that ended before the token budget (format errors, not runaway loops).\n", to_markdown(diff)]
+                      "those that ended before the token budget (format errors, not runaway loops); ΔRej is the "
+                      "change in the share of well-formed actions the env rejected (not grounded in the observations).\n", to_markdown(diff)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)

@@ -29,6 +29,7 @@ METRIC_LABELS = {
     "invalid_rate": "Inv%",
     "runaway_rate": "Runaway%",
     "no_action_rate": "NoAct%",
+    "rejected_rate": "Rej%",
     "webshop_score": "Score",
     "hotpotqa_em": "EM",
     "hotpotqa_f1": "F1",
@@ -38,7 +39,7 @@ METRIC_LABELS = {
 
 # Shown by default; the rest (errored, cot_pairs, s/step) stay in JSON/CSV.
 DEFAULT_METRICS = ("episodes", "tsr", "arl", "cot_match", "latency_steps", "latency_s", "invalid_rate",
-                   "runaway_rate", "no_action_rate",
+                   "runaway_rate", "no_action_rate", "rejected_rate",
                    "webshop_score", "hotpotqa_em", "hotpotqa_f1")
 COUNT_METRICS = ("episodes", "errored", "cot_pairs")
 
