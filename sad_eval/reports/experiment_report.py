@@ -185,6 +185,8 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
         ax.set_xlabel("student parameters")
         ax.set_title({"tsr": "Task success rate (%)", "arl": "Avg. reasoning length (words)",
                       "cot_match": "CoT match rate (%)", "latency_steps": "Latency (steps/episode)"}[metric])
+        if metric in ("tsr", "cot_match"):  # percentages: the full scale, so an all-zero TSR reads as 0 of 100
+            ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
