@@ -183,6 +183,15 @@ def select(items: list, wanted, key: Callable[[Any], Any], what: str) -> list:
     return [i for i in items if key(i) in wanted]
 
 
+def _show_warning(log: Callable[[str], Any], msg: Any) -> None:
+    """Of a distill run's log, the experiment shows only the warnings (e.g. teacher turns longer than
+    the eval budget): the rest is in the checkpoint's loss log."""
+    from rich.markup import escape
+
+    if str(msg).startswith("warning:"):
+        log(f"     [yellow]{escape(str(msg))}[/]")
+
+
 def student_key(student: Student, method: str, seed: int) -> str:
     return f"{student.name}-{method}-s{seed}"
 
@@ -302,7 +311,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
         tc = TrainConfig(data=[str(d) for d in data], student=student.student, out=str(out), method=method,
                          seed=seed, init_from_layers=student.init_from_layers, resume=resume,
                          progress=progress, **opts)
-        train(tc, log=lambda *a: None)
+        train(tc, log=lambda msg, *_: _show_warning(stages.log, msg))
         stamp.unlink(missing_ok=True)
 
     cmd = ("sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"

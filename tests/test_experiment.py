@@ -33,6 +33,8 @@ def test_all_stages_run_and_report_has_expected_rows_and_columns(micro_run):
     assert (root / "report" / "table3.tex").read_text().startswith("\\begin{tabular}")
     html = (root / "report" / "masks.html").read_text()
     assert 'class="tok r"' in html and 'class="tok a"' in html
+    # the micro budget (16 tokens) is shorter than the teacher's turns: distill says so
+    assert any("warning: distill:" in str(l) and "16-token generation budget" in str(l) for l in logs)
     manifest = json.loads((root / "manifest.json").read_text())
     assert all(s["status"] == "done" for s in manifest["stages"].values())
 
