@@ -116,12 +116,9 @@ REJECTION_PREFIX = {"alfworld": "Nothing happens.", "webshop": "Invalid action",
 def rejected_action_rate(episodes: Sequence[Episode]) -> float:
     """Percent of parsed actions (turns that are not invalid) that the env rejected: the action was
     well-formed but not possible there, a sign of an agent not grounded in its observations."""
-    acts = [(e.env, s) for e in _ok(episodes) for s in e.steps if not s.invalid]
-    known = [(env, s) for env, s in acts if env in REJECTION_PREFIX]
-    if not known:
-        return float("nan")
-    rejected = sum(1 for env, s in known if s.observation.strip().startswith(REJECTION_PREFIX[env]))
-    return 100.0 * rejected / len(known)
+    refused = [s.observation.strip().startswith(REJECTION_PREFIX[e.env])
+               for e in _ok(episodes) if e.env in REJECTION_PREFIX for s in e.steps if not s.invalid]
+    return 100.0 * sum(refused) / len(refused) if refused else float("nan")
 
 
 def invalid_turn_kinds(episodes: Sequence[Episode], max_new_tokens: int) -> dict[str, float]:
