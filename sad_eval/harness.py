@@ -26,7 +26,8 @@ def apply_turn(env, state: EpisodeState, turn: Turn, latency_s: float) -> tuple[
     t0 = time.perf_counter()
     obs, reward, terminated, truncated, info = env.step(turn.action)
     step = Step(reasoning=turn.reasoning, action=turn.action, observation=obs, reward=float(reward),
-                latency_s=latency_s + (time.perf_counter() - t0), invalid=turn.invalid, tokens=turn.tokens)
+                latency_s=latency_s + (time.perf_counter() - t0), invalid=turn.invalid, tokens=turn.tokens,
+                context_tokens=turn.context_tokens, obs_visible=turn.obs_visible)
     state.steps.append(step)
     state.observation, state.info = obs, info
     return bool(terminated or truncated), info

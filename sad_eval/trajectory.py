@@ -31,6 +31,8 @@ class Step:
     latency_s: float = 0.0
     invalid: bool = False  # the model output had no parsable action; the raw text was sent
     tokens: int | None = None  # generated tokens for this turn (model agents)
+    context_tokens: int | None = None  # tokens of the context the model saw for this turn (model agents)
+    obs_visible: bool | None = None  # the latest observation was in that context (model agents)
 
 
 @dataclass

@@ -43,7 +43,10 @@ def test_context_is_build_context_and_targets_are_the_turns(episodes, smol_token
     checked = 0
     for ex in examples:
         ep = by_key[(ex.task_id, ex.sample)]
-        assert len(ex.input_ids) <= seq_len
+        first = ep.steps[ex.turn_tokens[0][0]] if ex.turn_tokens else None
+        excess = 0 if first is None else max(0, len(tok(format_turn(ep.env, first.reasoning, first.action),
+                                                         add_special_tokens=False)["input_ids"]) - reserve)
+        assert len(ex.input_ids) <= seq_len + excess  # only an over-budget target goes past seq_len
         target_pos = {i for i, (r, a) in enumerate(zip(ex.m_reason, ex.m_act)) if r or a}
         turn_pos = set()
         for turn, t0, t1 in ex.turn_tokens:
@@ -53,9 +56,8 @@ def test_context_is_build_context_and_targets_are_the_turns(episodes, smol_token
             assert tok.decode(ex.input_ids[t0:t1]) == content
             if ex.truncated:
                 continue
-            n_content = len(tok(content, add_special_tokens=False)["input_ids"])
             _, ctx = build_context(ep.env, ep.prompt, ep.steps[:turn], tok, chat=True, max_tokens=seq_len,
-                                   add_generation_prompt=True, reserve=max(reserve, n_content))
+                                   add_generation_prompt=True, reserve=reserve)
             # the tokens before the turn are exactly the harness's context, tokenized on its own
             assert ex.input_ids[:t0] == tok(ctx.text, add_special_tokens=False)["input_ids"]
             checked += 1
@@ -123,15 +125,55 @@ def test_plain_text_rendering_without_chat(episodes, smol_tokenizer):
         assert smol_tokenizer.decode(examples[0].input_ids[t0:t1]) == format_turn(ep.env, s.reasoning, s.action)
 
 
-def test_overlong_turns_keep_system_prompt_and_target(episodes, smol_tokenizer):
-    examples, stats = _build(episodes, smol_tokenizer, seq_len=300, reserve=0)
-    assert stats.truncated > 0
+@pytest.mark.parametrize("seq_len", [300, 400, 512])
+def test_latest_observation_is_always_in_the_context(episodes, smol_tokenizer, seq_len):
+    """The context policy never hides what the agent acts on: every target turn's context holds
+    its latest observation (whole, or shortened behind the marker), even at tiny windows."""
+    tok = smol_tokenizer
+    examples, stats = _build(episodes, tok, seq_len=seq_len, reserve=64)
+    assert stats.obs_visible == stats.turns or seq_len == 300  # 300 cannot hold ALFWorld's head + a room
+    by_key = {(e.task_id, e.sample): e for e in episodes}
+    seen_short = blind = 0
     for ex in examples:
-        assert len(ex.input_ids) <= 300
-        if ex.truncated:
-            assert smol_tokenizer.decode(ex.input_ids).startswith("<|im_start|>system")
-            (turn, t0, t1), = ex.turn_tokens
-            assert t1 == len(ex.input_ids) and sum(ex.m_reason) + sum(ex.m_act) == t1 - t0
+        ep = by_key[(ex.task_id, ex.sample)]
+        for turn, t0, _ in ex.turn_tokens:
+            if turn == 0 or ex.truncated:
+                continue
+            context = tok.decode(ex.input_ids[:t0])
+            last_obs = ep.steps[turn - 1].observation.strip()
+            if last_obs in context:
+                continue
+            assert "[... observation truncated]" in context
+            head = context.rsplit("Observation: ", 1)[1].split("[... observation truncated]")[0].strip()
+            assert last_obs.startswith(head)
+            seen_short += 1
+            blind += not head
+    assert stats.obs_truncated == seen_short or stats.truncated
+    assert stats.turns - stats.obs_visible == blind  # obs_visible says honestly when nothing fit
+    if seq_len == 300:
+        assert stats.dropped_turns and stats.obs_truncated  # the policy had to work here
+    if seq_len == 512:
+        assert stats.elided_turns
+
+
+def test_eval_context_equals_the_training_context_on_long_episodes(episodes, smol_tokenizer):
+    """Replay every turn of the long episodes: the harness's context for the turn (token ids) is
+    exactly the training window's prefix before that turn, and holds the latest observation."""
+    tok = smol_tokenizer
+    long_eps = [e for e in episodes if e.success and len(e.steps) >= 5]
+    assert long_eps
+    for seq_len in (512, 1024):
+        for ep in long_eps:
+            windows = episode_examples(ep, tok, seq_len=seq_len, reserve=64)
+            where = {turn: (ex, t0) for ex in windows for turn, t0, _ in ex.turn_tokens}
+            for k in range(len(ep.steps)):
+                _, ctx = build_context(ep.env, ep.prompt, ep.steps[:k], tok, chat=True, max_tokens=seq_len,
+                                       add_generation_prompt=True, reserve=64)
+                ex, t0 = where[k]
+                assert ex.input_ids[:t0] == tok(ctx.text, add_special_tokens=False)["input_ids"]
+                assert ctx.tokens <= seq_len - 64 and ctx.obs_visible
+                if k:
+                    assert ep.steps[k - 1].observation.strip()[:40] in ctx.text
 
 
 def test_hotpotqa_finish_is_an_answer_line_in_the_act_span(episodes, smol_tokenizer):

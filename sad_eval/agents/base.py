@@ -37,6 +37,8 @@ class Turn:
     invalid: bool = False  # no parsable action: `action` is the raw text
     tokens: int | None = None  # generated tokens
     logprobs: list[float] | None = None
+    context_tokens: int | None = None  # tokens of the context the model saw (model agents)
+    obs_visible: bool | None = None  # the latest observation was in that context
 
 
 @runtime_checkable

@@ -1,8 +1,14 @@
 """Local Hugging Face checkpoints as ReAct policies, with batched generation across episodes.
 
-One `generate` call per turn for the whole batch: left padding, KV cache, and a stopping rule
-per row (the end of the `Action:`/`Answer:` line, or end-of-turn), so finished rows stop early
-and the batch ends when every row has. Greedy by default (the paper evaluates greedily).
+One batched decode per turn for all running episodes, with a stopping rule per row (the end of the
+`Action:`/`Answer:` line, or end-of-turn). Greedy by default (the paper evaluates greedily).
+
+Prefix reuse (on by default): each running episode keeps the KV cache of every token already
+processed (its prompt and its own generated turn), and the next turn prefills only from the first
+token where the new context differs from the cached ids (the longest common prefix): usually the new
+observation message. When the context policy elides an old observation the common prefix ends
+there and the rest is recomputed, so reuse never changes what the model attends to. Without it
+(`prefix_cache=False`) every turn goes through `model.generate` with the whole context.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sad_eval.agents.base import EpisodeState, Turn
+from sad_eval.agents.kv_reuse import KVStore, ReuseStats, decode_with_reuse
 from sad_eval.agents.prompts import build_context
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
@@ -28,6 +35,7 @@ class Generation:
     text: str  # generated text, cut after the action line / stop string
     tokens: int  # tokens generated up to the cut
     logprobs: list[float] | None = None  # chosen-token log-probs (when asked)
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per token, the top-N (id, log-prob)
 
 
 @dataclass
@@ -87,6 +95,8 @@ class HFGenerator:
         self.eos_ids = sorted({i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
                                if isinstance(i, int) and i >= 0 and i != tok.unk_token_id})
         self.max_context = self._max_context()
+        self.kv = KVStore()
+        self.reuse_stats = ReuseStats()
 
     def training_arg(self, key: str, default: Any = None) -> Any:
         """A setting the student was distilled with (its `training_args.json`), if it is one of ours."""
@@ -163,6 +173,42 @@ class HFGenerator:
             results.append(Generation(text, n, lp))
         return results
 
+    def generate_reusing(self, prompts: Sequence[str], keys: Sequence, cfg: DecodingConfig,
+                         stop: Sequence[str] = (), action_stop: bool = True, logprobs: bool = False,
+                         top_logprobs: int = 0) -> list[Generation]:
+        """`generate` with prefix reuse: ``keys[i]`` names the cache of row i (an episode); a key
+        of None looks for the cached conversation with the longest common prefix (serve model)."""
+        tok = self.tokenizer
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        keys = [k if k is not None else self.kv.longest_match(i) for k, i in zip(keys, ids)]
+        cached = [self.kv.get(k) if k is not None else None for k in keys]
+        newline_ids = self._newline_ids()
+
+        def is_done(i: int, gen: list[int], last: int) -> bool:
+            if not stop and last not in newline_ids:
+                return False
+            return _stop_index(tok.decode(gen, skip_special_tokens=True), stop, action_stop) is not None
+
+        rows, caches = decode_with_reuse(
+            self.model, ids, cached, max_new_tokens=cfg.max_new_tokens, eos_ids=self.eos_ids, is_done=is_done,
+            temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logprobs=logprobs,
+            top_logprobs=top_logprobs, pad_id=tok.pad_token_id, stats=self.reuse_stats)
+        results = []
+        for b, (r, c) in enumerate(zip(rows, caches)):
+            key = keys[b] if keys[b] is not None else ("conv", id(r))
+            if c is not None:
+                self.kv.put(key, c)
+            gen = r.gen
+            n = next((i for i, t in enumerate(gen) if t in self.eos_ids), len(gen))
+            text = tok.decode(gen[:n], skip_special_tokens=True)
+            cut = _stop_index(text, stop, action_stop)
+            if cut is not None:
+                text = text[:cut]
+                n = min(n, self._tokens_for_prefix(gen[:n], len(text)))
+            results.append(Generation(text, n, r.logprobs[:n] if logprobs else None,
+                                      r.top[:n] if top_logprobs else None))
+        return results
+
     def _newline_ids(self) -> set[int]:
         """Vocabulary ids whose text contains a newline (computed once)."""
         if not hasattr(self, "_nl"):
@@ -184,8 +230,9 @@ class HFPolicy:
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
                  max_context: int | None = None, dtype: str | None = None, logprobs: bool = False, name: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, prefix_cache: bool = True):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
+        self.prefix_cache = prefix_cache
         self.decoding = decoding or DecodingConfig()
         # a student distilled without the chat template is shown prompts without it, as in training
         self.chat = (chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
@@ -194,17 +241,26 @@ class HFPolicy:
         self.logprobs = logprobs
         self.name = name or Path(str(path)).name
 
-    def context(self, state: EpisodeState) -> str:
+    def context(self, state: EpisodeState):
+        """The rendered context of the episode's next turn (the one context policy, as in training)."""
         _, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
                                     max_tokens=self.max_context, reserve=self.decoding.max_new_tokens)
-        return rendered.text
+        return rendered
 
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
-        prompts = [self.context(s) for s in states]
-        gens = self.gen.generate(prompts, self.decoding, logprobs=self.logprobs)
+        contexts = [self.context(s) for s in states]
+        prompts = [c.text for c in contexts]
+        if self.prefix_cache:
+            keys = [(s.env, s.task_id, s.sample) for s in states]
+            # a cache lives while its episode runs: every running episode is in every call
+            self.gen.kv.keep_only(set(keys))
+            gens = self.gen.generate_reusing(prompts, keys, self.decoding, logprobs=self.logprobs)
+        else:
+            gens = self.gen.generate(prompts, self.decoding, logprobs=self.logprobs)
         turns = []
-        for s, g in zip(states, gens):
+        for s, g, c in zip(states, gens, contexts):
             p = parse_turn(s.env, g.text)
             turns.append(Turn(reasoning=p.reasoning, action=p.action, raw=g.text, invalid=not p.valid,
-                              tokens=g.tokens, logprobs=g.logprobs))
+                              tokens=g.tokens, logprobs=g.logprobs, context_tokens=c.tokens,
+                              obs_visible=c.obs_visible))
         return turns

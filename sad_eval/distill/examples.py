@@ -1,23 +1,21 @@
 """Teacher trajectories -> training sequences in the harness's prompt format, with span masks.
 
-For turn k the harness shows the student
-    build_context(env, prompt, steps[:k], tokenizer, chat, max_tokens=…, add_generation_prompt=True)
-and expects the assistant content ``format_turn(env, reasoning_k, action_k)``. A training sequence
-is that context followed by the content, and, while it fits in ``seq_len`` tokens, the next turns
-packed after it (each with exactly the context the harness renders for it). Policy (docs/distill.md):
+For turn k the harness shows the student exactly
+    build_context(env, prompt, steps[:k], tokenizer, chat, max_tokens=seq_len, reserve=reserve)
+(``reserve`` = the harness's max_new_tokens; the context policy in `agents/prompts.py` always keeps
+the system prompt, the task and the latest observation) and expects the assistant content
+``format_turn(env, reasoning_k, action_k)``. A training sequence is that context followed by the
+content, and the next turns packed after it while each one's own context extends the window's text
+and context + content fits in ``seq_len`` tokens. Policy (docs/distill.md):
 
-1. Window start, turn k: the context is ``build_context(..., steps[:k], max_tokens=seq_len,
-   reserve=max(reserve, len(content_k)))`` (``reserve`` = the harness's max_new_tokens), i.e. the oldest observations are elided
-   ("Observation: [earlier observation elided]") until context + target fit; call the number of
-   elided observations e.
-2. Packing: turn j = k+1, k+2, … joins the window while the harness would show it the same context
-   (the rendering of steps[:j] with the same e elisions, generation prompt included, plus
-   max(reserve, len(content_j)) fits in ``seq_len``) and that rendering extends the window's text
-   (true for prefix-stable chat templates such as SmolLM2's).
-3. Otherwise a new window starts at turn j (step 1). Earlier turns reappear there as context only.
-4. If one turn does not fit even with every observation elided (the harness then shows the whole
-   over-long context), the sequence keeps its head (system prompt + task) and its most recent
-   tokens, dropping the oldest middle, and is counted as truncated.
+1. Window start, turn k: ``context_k + content_k``, exactly the eval context of turn k. A content
+   longer than ``reserve`` (a turn the student could not finish at eval, counted as over budget)
+   may take the window past ``seq_len`` by its excess; nothing is cut.
+2. Packing: turn j = k+1, … joins while ``context_j`` starts with the window's text (true while no
+   further observation is elided: elision goes in blocks, `prompts.ELIDE_BLOCK`) and fits.
+3. Otherwise a new window starts at turn j. Earlier turns reappear there as context only.
+4. Only when the system prompt and task alone exceed the budget (the policy then shows them as
+   is) is a sequence cut: it keeps its head and its most recent tokens, and is counted as truncated.
 
 Masks (0/1 per token, marking *target* tokens):
 - REASON/ACT: the window's target turns are segmented with `sad_eval.segment` (span offsets shifted
@@ -37,7 +35,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from sad_eval.agents.prompts import ELIDED, build_context, build_messages, render
+from sad_eval.agents.prompts import build_context, build_messages, render
 from sad_eval.segment import assign_tokens, format_turn, segment
 from sad_eval.trajectory import Episode
 
@@ -86,13 +84,25 @@ class BuildStats:
     reason_tokens: int = 0
     act_tokens: int = 0
     tokens: int = 0
+    # the context policy, per target turn (as the harness records per step)
+    obs_visible: int = 0  # turns whose latest observation is in their context
+    obs_truncated: int = 0  # ... shortened to fit
+    elided_turns: int = 0  # turns whose context elides older observations
+    dropped_turns: int = 0  # turns whose context drops the oldest turns
+
+    def context_summary(self) -> str:
+        n = max(1, self.turns)
+        return (f"context: latest observation visible in {self.obs_visible / n:.1%} of turns "
+                f"(shortened in {self.obs_truncated}); older observations elided in {self.elided_turns}, "
+                f"oldest turns dropped in {self.dropped_turns} of {self.turns} turns")
 
     def summary(self) -> str:
         return (f"{self.used}/{self.episodes} episodes -> {self.windows} sequences, {self.turns} turns "
                 f"({self.reason_tokens} REASON + {self.act_tokens} ACT target tokens of {self.tokens}); "
                 f"skipped {self.skipped_failed} failed, {self.skipped_error} error, {self.skipped_empty} empty; "
                 f"{self.truncated} truncated, {self.invalid_turns} invalid turns as context only"
-                + (f"; {self.over_budget} turns longer than the {self.reserve}-token budget" if self.reserve else ""))
+                + (f"; {self.over_budget} turns longer than the {self.reserve}-token budget" if self.reserve else "")
+                + "; " + self.context_summary())
 
 
 def _ntok(tokenizer, text: str) -> int:
@@ -105,17 +115,13 @@ def _system_len(env: str, tokenizer, chat: bool, exemplars: Sequence[str]) -> in
     return len(render(msgs, tokenizer, chat, add_generation_prompt=False).text)
 
 
-def _n_elided(msgs: Sequence[dict]) -> int:
-    return sum(1 for m in msgs if m["role"] == "user" and m["content"] == ELIDED)
-
-
 def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = True, rule: str | None = None,
                      exemplars: Sequence[str] = (), stats: BuildStats | None = None,
                      reserve: int = 0) -> list[Example]:
     """The training windows of one episode (see the module docstring for the policy).
 
-    ``reserve``: the harness's generation budget (its ``max_new_tokens``); a turn's context is
-    built as the harness builds it, with ``reserve = max(reserve, target length)``."""
+    ``reserve``: the harness's generation budget (its ``max_new_tokens``): each turn's context is
+    built exactly as the harness builds it, leaving that much room."""
     stats = stats if stats is not None else BuildStats()
     env, steps = ep.env, ep.steps
     contents = [format_turn(env, s.reasoning, s.action) for s in steps]
@@ -124,31 +130,33 @@ def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = Tr
         stats.reserve = reserve
         stats.over_budget += sum(1 for s, n in zip(steps, n_content) if not s.invalid and n > reserve)
     sys_len = _system_len(env, tokenizer, chat, exemplars)
+    contexts = [build_context(env, ep.prompt, steps[:k], tokenizer, chat, max_tokens=seq_len,
+                              exemplars=exemplars, add_generation_prompt=True, reserve=reserve)
+                for k in range(len(steps))]
+    for _, ctx in contexts:
+        stats.obs_visible += ctx.obs_visible
+        stats.obs_truncated += ctx.obs_truncated
+        stats.elided_turns += ctx.elided > 0
+        stats.dropped_turns += ctx.dropped > 0
     out: list[Example] = []
     k = 0
     while k < len(steps):
-        msgs, ctx = build_context(env, ep.prompt, steps[:k], tokenizer, chat, max_tokens=seq_len,
-                                  exemplars=exemplars, add_generation_prompt=True,
-                                  reserve=max(reserve, n_content[k]))
-        e = _n_elided(msgs)
+        msgs, ctx = contexts[k]
         # TRAJ starts after the system prompt, or after the last turn an earlier window supervised
-        traj_start = sys_len if k == 0 else ctx.turns[k - 1][1]
+        traj_start = sys_len if k == 0 else ctx.turns[-1][1]
         task_end = _task_end(msgs, ctx.text, tokenizer, chat)
         text = ctx.text + contents[k]
         spans = [(k, len(ctx.text), len(text))]
+        max_len = max(seq_len, ctx.tokens + n_content[k])  # an over-budget target is kept whole
         j = k + 1
         while j < len(steps):
-            nxt = render(build_messages(env, ep.prompt, steps[:j], exemplars, elide=e), tokenizer, chat,
-                         add_generation_prompt=True).text
-            if not nxt.startswith(text):
-                break  # template is not prefix-stable here: start a new window
-            # turn j joins when the harness would show it this same context (same elisions)
-            if _ntok(tokenizer, nxt) + max(reserve, n_content[j]) > seq_len:
-                break
-            text = nxt + contents[j]
-            spans.append((j, len(nxt), len(text)))
+            nxt = contexts[j][1]
+            if not nxt.text.startswith(text) or nxt.tokens + n_content[j] > seq_len:
+                break  # another elision (or a template that is not prefix-stable), or full
+            text = nxt.text + contents[j]
+            spans.append((j, len(nxt.text), len(text)))
             j += 1
-        out.append(_make_example(ep, text, spans, traj_start, task_end, tokenizer, seq_len, rule, len(out), stats))
+        out.append(_make_example(ep, text, spans, traj_start, task_end, tokenizer, max_len, rule, len(out), stats))
         k = spans[-1][0] + 1
     return out
 
@@ -247,8 +255,10 @@ def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, c
     for ep in eps:
         out += episode_examples(ep, tokenizer, seq_len, chat, (rules or {}).get(ep.env), exemplars, stats, reserve)
     if stats.truncated:
-        warnings.warn(f"distill: {stats.truncated} sequences did not fit in {seq_len} tokens even with every "
-                      "observation elided; their oldest turns were cut", stacklevel=2)
+        warnings.warn(f"distill: {stats.truncated} sequences did not fit in {seq_len} tokens even with only the "
+                      "system prompt and task; their oldest middle was cut (raise --seq-len)", stacklevel=2)
+    if stats.obs_visible < stats.turns or stats.obs_truncated:
+        warnings.warn(f"distill: {stats.context_summary()} at seq_len {seq_len}: raise --seq-len", stacklevel=2)
     if stats.over_budget:
         share = stats.over_budget / max(1, stats.turns - stats.invalid_turns)
         warnings.warn(f"distill: {stats.over_budget} of the teacher's turns ({share:.0%}) are longer than the "
