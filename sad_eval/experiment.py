@@ -33,7 +33,7 @@ DEFAULT_TEACHER = {"alfworld": "expert", "webshop": "oracle", "hotpotqa": "oracl
 DEFAULT_EVAL_SPLIT = {"alfworld": "valid_unseen", "webshop": "test", "hotpotqa": "dev500"}
 # settings that change speed, not results: left out of stage digests so a rerun with another
 # thread count resumes instead of starting over
-SPEED_ONLY = ("threads",)
+SPEED_ONLY = ("threads", "prefix_cache")
 METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
 
 
@@ -47,6 +47,7 @@ class EnvPlan:
     max_steps: int | None = None  # eval step cap (None: the env's default)
     teacher: str = ""  # expert | oracle | checkpoint | openai:MODEL
     base_url: str | None = None  # for an openai:MODEL teacher
+    subset: str = "stratified"  # how train_tasks/eval_tasks are picked (harness.select_tasks); "first" = id order
 
 
 @dataclass
@@ -254,7 +255,8 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
 
 
 def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
-             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool) -> None:
+             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool,
+             prefix_cache: bool = True) -> None:
     from sad_eval.agents.experts import expert_env_kwargs
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
@@ -266,9 +268,9 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
     if max_steps:
         env_kwargs["max_steps"] = max_steps
     spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding),
-                     base_url=plan.base_url if agent == plan.teacher else None)
+                     base_url=plan.base_url if agent == plan.teacher else None, prefix_cache=prefix_cache)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
-                      samples=samples, env_kwargs=env_kwargs, kind=kind), progress=progress)
+                      samples=samples, env_kwargs=env_kwargs, kind=kind, subset=plan.subset), progress=progress)
 
 
 def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
@@ -278,9 +280,10 @@ def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Sta
                                   ("eval", plan.eval_split, plan.eval_tasks, plan.max_steps)):
         out = root / "teacher" / f"{plan.name}-{part}.jsonl"
         settings = {"teacher": plan.teacher, "split": split, "n": n, "samples": samples if part == "train" else 1,
-                    "max_steps": steps}
+                    "max_steps": steps, "subset": plan.subset}
         cmd = (f"sad-eval {'collect --teacher' if part == 'train' else 'eval --agent'} {plan.teacher} --env {plan.name} "
-               f"--split {split}" + (f" -n {n}" if n else "") + f" --out {out}")
+               f"--split {split}" + (f" -n {n} --subset {plan.subset}" if n else "")
+               + (f" --max-steps {steps}" if steps else "") + f" --out {out}")
         stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
                    lambda out=out, split=split, n=n, steps=steps, s=settings: _rollout(
                        plan.teacher, plan, split, n, out, 0, int(c.get("batch", 8)), workers, s["samples"],
@@ -328,7 +331,7 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
     out = root / "eval" / key / f"{plan.name}.jsonl"
     e = cfg.eval
     decoding = {"max_new_tokens": cfg.max_new_tokens}
-    settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps,
+    settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps, "subset": plan.subset,
                 **{k: v for k, v in e.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, [ckpt])
     if e.get("threads"):
@@ -345,10 +348,12 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest)
         _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
-                 decoding, plan.max_steps, "eval", progress)
+                 decoding, plan.max_steps, "eval", progress, prefix_cache=bool(e.get("prefix_cache", True)))
         stamp.unlink(missing_ok=True)
 
     cmd = (f"sad-eval eval --agent {ckpt} --env {plan.name} --split {plan.eval_split}"
-           + (f" -n {plan.eval_tasks}" if plan.eval_tasks else "") + (f" --max-steps {plan.max_steps}" if plan.max_steps else "")
+           + (f" -n {plan.eval_tasks} --subset {plan.subset}" if plan.eval_tasks else "")
+           + (f" --max-steps {plan.max_steps}" if plan.max_steps else "")
+           + ("" if e.get("prefix_cache", True) else " --no-prefix-cache")
            + f" --max-new-tokens {decoding['max_new_tokens']} --seed {seed} --out {out}")
     stages.run(f"eval-{key}-{plan.name}", digest, go, cmd)

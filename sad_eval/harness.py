@@ -65,10 +65,54 @@ def run_episode(env, policy: Policy, env_name: str, task_id: str, split: str = "
 MAX_TURNS_GUARD = 200  # envs truncate long before this; it only stops a runaway env
 
 
+SUBSETS = ("stratified", "first")
+
+
+def task_group(task_id: str) -> str:
+    """The stratum of a task id: ALFWorld's task type (``split/TYPE-args/trial``), else one group."""
+    parts = task_id.split("/")
+    return parts[1].split("-")[0] if len(parts) >= 3 else ""
+
+
+def select_tasks(task_ids: Sequence[str], limit: int | None, subset: str = "stratified", seed: int = 0) -> list[str]:
+    """``limit`` tasks of a split: ``first`` takes the first ones in id order (the old behaviour,
+    which on ALFWorld is 2 of its 6 task types for N <= 30); ``stratified`` deals them round-robin
+    from each group (`task_group`, shuffled with ``seed``) in a seeded group order, so every task
+    type is represented equally while it has tasks left (a plain seeded shuffle where ids have no
+    groups). Subsets are nested: the first N of a larger sample are the sample of N."""
+    ids = list(task_ids)
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; choose from {', '.join(SUBSETS)}")
+    if not limit or limit >= len(ids):
+        return ids
+    if subset == "first":
+        return ids[:limit]
+    return _deal(ids, seed)[:limit]
+
+
+def _deal(ids: list[str], seed: int) -> list[str]:
+    import random
+
+    groups: dict[str, list[str]] = {}
+    for t in sorted(ids):
+        groups.setdefault(task_group(t), []).append(t)
+    order = sorted(groups)
+    random.Random(f"subset:{seed}").shuffle(order)
+    for g in order:
+        random.Random(f"subset:{seed}:{g}").shuffle(groups[g])
+    out, i = [], 0
+    while len(out) < len(ids):
+        for g in order:
+            if i < len(groups[g]):
+                out.append(groups[g][i])
+        i += 1
+    return out
+
+
 def plan_jobs(task_ids: Sequence[str], samples: int = 1, limit: int | None = None,
-              shard: tuple[int, int] | None = None) -> list[tuple[str, int]]:
-    """(task_id, sample) jobs in a fixed order: the first ``limit`` tasks, then shard ``i/n``."""
-    ids = list(task_ids)[:limit] if limit else list(task_ids)
+              shard: tuple[int, int] | None = None, subset: str = "stratified", subset_seed: int = 0) -> list[tuple[str, int]]:
+    """(task_id, sample) jobs in a fixed order: ``limit`` tasks (`select_tasks`), then shard ``i/n``."""
+    ids = select_tasks(task_ids, limit, subset, subset_seed) if limit else list(task_ids)
     if shard:
         i, n = shard
         ids = ids[i::n]

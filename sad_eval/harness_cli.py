@@ -34,7 +34,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
                 max_new_tokens: int = 128, chat: bool = True, max_steps: Optional[int] = None,
                 max_context: Optional[int] = None, server_url: Optional[str] = None,
                 base_url: Optional[str] = None, api: str = "chat", samples: int = 1, kind: str = "eval",
-                progress: bool = True, show_table: bool = True) -> Path:
+                progress: bool = True, show_table: bool = True, subset: str = "stratified",
+                subset_seed: int = 0, prefix_cache: bool = True) -> Path:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
     from sad_eval.envs import DEFAULT_SPLITS, env_id
@@ -44,6 +45,10 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
     split = split or DEFAULT_SPLITS[env]
     if agent.startswith("openai:") and not base_url:
         raise SadEvalError("--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    from sad_eval.harness import SUBSETS
+
+    if subset not in SUBSETS:
+        raise SadEvalError(f"--subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     if batch < 1 or workers < 1 or samples < 1:
         raise SadEvalError("--batch, --workers and --samples must be >= 1")
     env_kwargs = {}
@@ -58,12 +63,13 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
 
         env_kwargs.update(expert_env_kwargs(env))
     spec = AgentSpec(agent=agent, env=env, chat=chat, base_url=base_url, api=api, max_context=max_context,
+                     prefix_cache=prefix_cache,
                      decoding=DecodingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
                                              top_p=top_p, seed=seed))
     out = out or default_out(agent, env, split, kind)
     cfg = RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                     tasks=_task_list(tasks), shard=parse_shard(shard), samples=samples, overwrite=overwrite,
-                    env_kwargs=env_kwargs, kind=kind)
+                    env_kwargs=env_kwargs, kind=kind, subset=subset, subset_seed=subset_seed)
     execute(cfg, progress=progress)
     if show_table:
         from sad_eval.reports import tables
@@ -85,7 +91,7 @@ def register(app: typer.Typer) -> None:
         agent: str = typer.Option(..., "--agent", help="expert | oracle | checkpoint dir | smollm2-135m | openai:MODEL"),
         env: str = typer.Option(..., "--env", help="alfworld | webshop | hotpotqa"),
         split: Optional[str] = typer.Option(None, "--split", help="Default: valid_unseen / test / dev500."),
-        n: Optional[int] = typer.Option(None, "-n", help="Only the first N tasks of the split."),
+        n: Optional[int] = typer.Option(None, "-n", help="N tasks of the split (see --subset)."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Task ids: a,b,c or @file."),
         seed: int = typer.Option(0, "--seed"),
         batch: int = typer.Option(8, "--batch", help="Episodes stepped in lockstep (one generate per turn)."),
@@ -105,12 +111,16 @@ def register(app: typer.Typer) -> None:
         server_url: Optional[str] = typer.Option(None, "--server-url", help="WebShop server (default: start one)."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai:MODEL."),
         api: str = typer.Option("chat", "--api", help="chat | completions (openai:MODEL)."),
+        subset: str = typer.Option("stratified", "--subset", help="How -n picks tasks: stratified (seeded, balanced by task type) | first (id order)."),
+        subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the stratified subset."),
+        prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
+                                          help="Reuse each episode's KV cache across turns (HF agents)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     ):
         """Evaluate an agent on an env: record trajectories (resumable) and print TSR/ARL/CoT/latency."""
         run_command(agent, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, teacher,
                     temperature, top_p, max_new_tokens, chat, max_steps, max_context, server_url, base_url,
-                    api, progress=not no_progress)
+                    api, progress=not no_progress, subset=subset, subset_seed=subset_seed, prefix_cache=prefix_cache)
 
     @app.command("collect")
     def collect_cmd(
@@ -121,7 +131,7 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, "--temperature", rich_help_panel=DECODING_PANEL),
         top_p: float = typer.Option(1.0, "--top-p", rich_help_panel=DECODING_PANEL),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", rich_help_panel=DECODING_PANEL),
-        n: Optional[int] = typer.Option(None, "-n", help="Only the first N tasks."),
+        n: Optional[int] = typer.Option(None, "-n", help="N tasks (see --subset)."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Task ids: a,b,c or @file."),
         seed: int = typer.Option(0, "--seed"),
         batch: int = typer.Option(8, "--batch"),
@@ -131,9 +141,14 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite"),
         base_url: Optional[str] = typer.Option(None, "--base-url"),
         server_url: Optional[str] = typer.Option(None, "--server-url"),
+        subset: str = typer.Option("stratified", "--subset", help="How -n picks tasks: stratified (seeded, balanced by task type) | first (id order)."),
+        subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the stratified subset."),
+        prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
+                                          help="Reuse each episode's KV cache across turns (HF agents)."),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
                     temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, "chat",
-                    samples=samples, kind="collect", progress=not no_progress)
+                    samples=samples, kind="collect", progress=not no_progress, subset=subset,
+                    subset_seed=subset_seed, prefix_cache=prefix_cache)

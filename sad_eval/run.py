@@ -23,7 +23,7 @@ from sad_eval.trajectory import Episode, TrajectoryWriter, recorded_keys
 
 MANIFEST_FORMAT = "sad-eval/manifest@1"
 # settings that must match for a resume to append to the same file
-IDENTITY_KEYS = ("env", "split", "seed", "samples", "agent")
+IDENTITY_KEYS = ("env", "split", "seed", "samples", "agent", "subset", "subset_seed")
 
 
 @dataclass
@@ -41,6 +41,8 @@ class RunConfig:
     overwrite: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     kind: str = "eval"  # or "collect"
+    subset: str = "stratified"  # how `limit` tasks are chosen (harness.select_tasks)
+    subset_seed: int = 0
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -91,6 +93,9 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
         "batch": cfg.batch,
         "workers": cfg.workers,
         "shard": list(cfg.shard) if cfg.shard else None,
+        "limit": cfg.limit,
+        "subset": cfg.subset if cfg.limit else None,
+        "subset_seed": cfg.subset_seed if cfg.limit else None,
         "tasks": len(task_ids),
         "jobs": jobs,
         "tasks_sha256": hashlib.sha256("\n".join(task_ids).encode()).hexdigest(),
@@ -144,8 +149,9 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
         out.unlink(missing_ok=True)
         manifest_path(out).unlink(missing_ok=True)
     task_ids = resolve_tasks(env_name, cfg.split, cfg.env_kwargs, cfg.tasks)
-    jobs = plan_jobs(task_ids, cfg.samples, cfg.limit, cfg.shard)
+    jobs = plan_jobs(task_ids, cfg.samples, cfg.limit, cfg.shard, cfg.subset, cfg.subset_seed)
     manifest = build_manifest(cfg, task_ids, len(jobs))
+    manifest["task_ids"] = list(dict.fromkeys(t for t, _ in jobs))  # the tasks this run plays, in order
     check_resume(cfg, manifest)
     done = recorded_keys(out)
     todo = [j for j in jobs if j not in done]

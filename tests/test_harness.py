@@ -33,12 +33,33 @@ def run(agent, env, out, **kw):
 
 def test_plan_jobs_limit_shard_samples():
     ids = [f"t{i}" for i in range(10)]
-    assert plan_jobs(ids, limit=4) == [("t0", 0), ("t1", 0), ("t2", 0), ("t3", 0)]
+    assert plan_jobs(ids, limit=4, subset="first") == [("t0", 0), ("t1", 0), ("t2", 0), ("t3", 0)]
+    picked = [t for t, _ in plan_jobs(ids, limit=4)]
+    assert len(set(picked)) == 4 and picked != ["t0", "t1", "t2", "t3"]  # a seeded shuffle
+    assert picked == [t for t, _ in plan_jobs(ids, limit=4)]  # ... the same every time
     assert plan_jobs(ids, shard=(1, 3)) == [("t1", 0), ("t4", 0), ("t7", 0)]
     assert plan_jobs(ids[:2], samples=2) == [("t0", 0), ("t0", 1), ("t1", 0), ("t1", 1)]
     assert parse_shard("2/4") == (2, 4)
     with pytest.raises(SadEvalError, match="shard"):
         parse_shard("4/4")
+
+
+def test_stratified_subsets_cover_every_alfworld_task_type():
+    from sad_eval.harness import select_tasks, task_group
+
+    types = ["look_at_obj_in_light", "pick_and_place_simple", "pick_clean_then_place_in_recep",
+             "pick_cool_then_place_in_recep", "pick_heat_then_place_in_recep", "pick_two_obj_and_place"]
+    ids = sorted(f"valid_unseen/{t}-X-{i}/trial_{i}" for t in types for i in range(5 + types.index(t)))
+    assert {task_group(i) for i in ids} == set(types)
+    first = select_tasks(ids, 10, "first")
+    assert {task_group(t) for t in first} == {types[0], types[1]}  # what -n 10 used to take
+    strat = select_tasks(ids, 12)
+    counts = {t: sum(task_group(x) == t for x in strat) for t in types}
+    assert set(counts.values()) == {2}  # balanced
+    assert select_tasks(ids, 18)[:12] == strat  # nested
+    assert select_tasks(ids, 12, seed=1) != strat
+    with pytest.raises(ValueError, match="subset"):
+        select_tasks(ids, 3, "random")
 
 
 def test_oracle_hotpotqa_end_to_end_with_manifest(tmp_path, data_root):

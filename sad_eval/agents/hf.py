@@ -241,14 +241,17 @@ class HFPolicy:
         self.logprobs = logprobs
         self.name = name or Path(str(path)).name
 
-    def context(self, state: EpisodeState):
+    def fit(self, state: EpisodeState):
         """The rendered context of the episode's next turn (the one context policy, as in training)."""
         _, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
                                     max_tokens=self.max_context, reserve=self.decoding.max_new_tokens)
         return rendered
 
+    def context(self, state: EpisodeState) -> str:
+        return self.fit(state).text
+
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
-        contexts = [self.context(s) for s in states]
+        contexts = [self.fit(s) for s in states]
         prompts = [c.text for c in contexts]
         if self.prefix_cache:
             keys = [(s.env, s.task_id, s.sample) for s in states]

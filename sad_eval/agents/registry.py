@@ -22,6 +22,7 @@ class AgentSpec:
     api: str = "chat"
     max_context: int | None = None
     logprobs: bool = False
+    prefix_cache: bool = True  # HF agents: reuse each episode's KV cache across turns (same outputs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,6 +44,7 @@ class AgentSpec:
 
             d["checkpoint"] = str(resolve_model(self.agent))
             d["max_context"] = self.max_context
+            d["prefix_cache"] = self.prefix_cache  # speed only: outputs are the same
         return d
 
 
@@ -58,4 +60,4 @@ def make_policy(spec: AgentSpec):
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
-                    logprobs=spec.logprobs)
+                    logprobs=spec.logprobs, prefix_cache=spec.prefix_cache)
