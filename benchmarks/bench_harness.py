@@ -1,65 +1,112 @@
-"""Episodes/min of batched lockstep rollouts (batch 16) vs one episode at a time, same model, one run.
+"""Rollout engines compared in one run: sequential, batched (one `generate` per turn), and batched with
+prefix (KV) reuse across turns; episodes/min and prefilled positions per generated token.
 
-The model is the `small` SmolLM2-shaped student (`--size tiny` for the smallest) with random weights (its outputs never parse, so every
-episode runs to the step cap: equal work per episode in both modes). Target: ratio >= 6x.
-Usage: python benchmarks/bench_harness.py [--episodes 16] [--batch 16] [--size small]
+Per env (ALFWorld with a 20-step cap, WebShop, HotPotQA) and model (the random-weight `small`
+student, whose outputs never parse so every episode runs to the step cap, and SmolLM2-135M-Instruct):
+  sequential      batch 1, whole context prefilled every turn (the old engine, batch 1)
+  batched         batch B, whole context prefilled every turn (the old engine)
+  batched+reuse   batch B, each episode's KV cache kept across turns (the default now)
+Targets (issue 17): batched+reuse >= 3x batched on ALFWorld, >= 1.5x on WebShop and HotPotQA,
+>= 10x sequential on ALFWorld at batch 16; prefilled per generated <= 2 on ALFWorld. Greedy
+trajectories must be identical in all three modes.
+Usage: python benchmarks/bench_harness.py [--models small,smollm2-135m] [--envs alfworld,webshop,hotpotqa]
+                                          [--episodes 16] [--seq-episodes 4] [--batch 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 
-from sad_eval.agents.hf import DecodingConfig
-from sad_eval.agents.registry import AgentSpec
-from sad_eval.run import RunConfig, execute
-
+from sad_eval.agents.hf import DecodingConfig, HFPolicy
+from sad_eval.envs import make_env
+from sad_eval.envs.base import DEFAULT_SPLITS
+from sad_eval.harness import plan_jobs, rollout
+from sad_eval.run import resolve_tasks
 
 MAX_NEW = 64  # a ReAct turn (reasoning + action) is typically 30-60 tokens
+STEPS = {"alfworld": 20, "webshop": 10, "hotpotqa": 7}
 
 
-def build_checkpoint(size: str, where: Path) -> Path:
+def build_checkpoint(size: str, where: Path) -> str:
+    if size == "smollm2-135m":
+        return size
     from sad_eval.distill.students import build_student
     from transformers import AutoTokenizer
 
     model, tok_path = build_student(size, seed=0)
     model.save_pretrained(where)
     AutoTokenizer.from_pretrained(tok_path).save_pretrained(where)
-    return where
+    return str(where)
 
 
-def timed(ckpt: Path, batch: int, episodes: int, out: Path) -> tuple[float, list]:
-    spec = AgentSpec(agent=str(ckpt), env="hotpotqa", decoding=DecodingConfig(max_new_tokens=MAX_NEW))
-    cfg = RunConfig(spec=spec, split="dev500", out=out, batch=batch, limit=episodes, overwrite=True,
-                    env_kwargs={"max_steps": 4})
+def timed(policy: HFPolicy, env: str, tasks: list[str], batch: int) -> tuple[float, list, dict]:
+    split = DEFAULT_SPLITS[env]
+    kw = {"max_steps": STEPS[env]}
+    policy.gen.reuse_stats.__init__()
+    eps: list = []
     t0 = time.perf_counter()
-    eps = execute(cfg, progress=False)
-    return time.perf_counter() - t0, eps
+    rollout(lambda: make_env(env, split=split, **kw), policy, env, split, plan_jobs(tasks), batch=batch,
+            on_episode=eps.append)
+    return time.perf_counter() - t0, sorted(eps, key=lambda e: e.task_id), policy.gen.reuse_stats.as_dict()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="small,smollm2-135m")
+    ap.add_argument("--envs", default="alfworld,webshop,hotpotqa")
     ap.add_argument("--episodes", type=int, default=16)
+    ap.add_argument("--seq-episodes", type=int, default=4, help="episodes for the (slow) sequential loop")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", default="small")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads, the same for both modes")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-context", type=int, default=2048)
+    ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
-    import os
-
     os.environ["SAD_EVAL_THREADS"] = str(args.threads)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = build_checkpoint(args.size, Path(tmp) / "ckpt")
-        timed(ckpt, args.batch, 2, Path(tmp) / "warm.jsonl")  # load + warm-up
-        t_seq, seq = timed(ckpt, 1, args.episodes, Path(tmp) / "seq.jsonl")
-        t_bat, bat = timed(ckpt, args.batch, args.episodes, Path(tmp) / "bat.jsonl")
-    same = {e.task_id: [s.action for s in e.steps] for e in seq} == {e.task_id: [s.action for s in e.steps] for e in bat}
-    epm_seq, epm_bat = 60 * len(seq) / t_seq, 60 * len(bat) / t_bat
-    print(f"model={args.size} threads={args.threads} episodes={args.episodes} steps/episode=4 max_new_tokens={MAX_NEW}")
-    print(f"sequential (batch 1):   {t_seq:7.1f} s  {epm_seq:7.1f} episodes/min")
-    print(f"batched (batch {args.batch:>2}):    {t_bat:7.1f} s  {epm_bat:7.1f} episodes/min")
-    print(f"ratio batched/sequential: {epm_bat / epm_seq:.2f}x (target >= 6x); identical trajectories: {same}")
+        for size in args.models.split(","):
+            ckpt = build_checkpoint(size, Path(tmp) / size)
+            plain = HFPolicy(ckpt, decoding=DecodingConfig(max_new_tokens=MAX_NEW), prefix_cache=False,
+                             max_context=args.max_context)
+            reuse = HFPolicy(ckpt, decoding=DecodingConfig(max_new_tokens=MAX_NEW), prefix_cache=True,
+                             max_context=args.max_context)
+            for env in args.envs.split(","):
+                tasks = resolve_tasks(env, DEFAULT_SPLITS[env], {"max_steps": STEPS[env]}, None)[: args.episodes]
+                timed(reuse, env, tasks[:2], 2)  # warm-up (and the env's caches)
+                res = {}
+                res["sequential"] = timed(plain, env, tasks[: args.seq_episodes], 1)
+                res["batched"] = timed(plain, env, tasks, args.batch)
+                rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                res["batched+reuse"] = timed(reuse, env, tasks, args.batch)
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                traj = {m: {e.task_id: [s.action for s in e.steps] for e in eps} for m, (_, eps, _) in res.items()}
+                same = traj["batched"] == traj["batched+reuse"] and all(
+                    traj["sequential"][t] == traj["batched"][t] for t in traj["sequential"])
+                epm = {m: 60 * len(eps) / t for m, (t, eps, _) in res.items()}
+                for m, (t, eps, st) in res.items():
+                    turns = sum(len(e.steps) for e in eps)
+                    rows.append(dict(model=size, env=env, mode=m, episodes=len(eps), turns=turns, seconds=round(t, 1),
+                                     episodes_per_min=round(epm[m], 2),
+                                     prefilled_per_generated=round(st["prefilled"] / max(1, st["generated"]), 2),
+                                     reused_share=round(st["reused"] / max(1, st["prompt_tokens"]), 3)))
+                    r = rows[-1]
+                    print(f"{size:>13} {env:>8} {m:>14}: {r['episodes']:3d} ep {turns:4d} turns {t:8.1f} s "
+                          f"{r['episodes_per_min']:7.2f} ep/min  prefilled/generated {r['prefilled_per_generated']:6.2f}",
+                          flush=True)
+                print(f"{size:>13} {env:>8}  reuse/batched {epm['batched+reuse'] / epm['batched']:.2f}x  "
+                      f"reuse/sequential {epm['batched+reuse'] / epm['sequential']:.2f}x  identical: {same}  "
+                      f"peak RSS {peak_mb:.0f} MB (was {rss0 / 1024:.0f} MB before the reuse run)", flush=True)
+                rows.append(dict(model=size, env=env, mode="ratio", reuse_over_batched=epm["batched+reuse"] / epm["batched"],
+                                 reuse_over_sequential=epm["batched+reuse"] / epm["sequential"], identical=same,
+                                 peak_rss_mb=round(peak_mb)))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ class HFGenerator:
         self.max_context = self._max_context()
         self.kv = KVStore()
         self.reuse_stats = ReuseStats()
+        self._conv = 0  # names for unnamed conversations (serve model)
 
     def training_arg(self, key: str, default: Any = None) -> Any:
         """A setting the student was distilled with (its `training_args.json`), if it is one of ours."""
@@ -153,6 +154,10 @@ class HFGenerator:
         with torch.inference_mode():
             out = self.model.generate(**enc, **gen_kwargs)
         seqs = out.sequences[:, n_prompt:]
+        st = self.reuse_stats  # the same physical accounting as the reuse path
+        st.prefilled += seqs.shape[0] * n_prompt
+        st.prompt_tokens += int(enc["attention_mask"].sum())
+        st.generated += seqs.shape[0] * seqs.shape[1]
         results = []
         for b, row in enumerate(seqs):
             ids = row.tolist()
@@ -180,8 +185,17 @@ class HFGenerator:
         of None looks for the cached conversation with the longest common prefix (serve model)."""
         tok = self.tokenizer
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        keys = [k if k is not None else self.kv.longest_match(i) for k, i in zip(keys, ids)]
-        cached = [self.kv.get(k) if k is not None else None for k in keys]
+        keys = list(keys)
+        cached = []
+        for b, (k, i) in enumerate(zip(keys, ids)):
+            if k is None:  # a conversation without a name: reuse the best match, and replace it only
+                match = self.kv.longest_match(i)  # when this prompt continues it (else keep both)
+                entry = self.kv.get(match) if match is not None else None
+                cached.append(entry)
+                self._conv += 1
+                keys[b] = match if entry is not None and i[:len(entry.ids)] == entry.ids else ("conv", self._conv)
+            else:
+                cached.append(self.kv.get(k))
         newline_ids = self._newline_ids()
 
         def is_done(i: int, gen: list[int], last: int) -> bool:
@@ -195,9 +209,8 @@ class HFGenerator:
             top_logprobs=top_logprobs, pad_id=tok.pad_token_id, stats=self.reuse_stats)
         results = []
         for b, (r, c) in enumerate(zip(rows, caches)):
-            key = keys[b] if keys[b] is not None else ("conv", id(r))
             if c is not None:
-                self.kv.put(key, c)
+                self.kv.put(keys[b], c)
             gen = r.gen
             n = next((i for i, t in enumerate(gen) if t in self.eos_ids), len(gen))
             text = tok.decode(gen[:n], skip_special_tokens=True)

@@ -61,8 +61,12 @@ class _Job:
 class Batcher:
     """A queue in front of one generator; a worker thread merges compatible queued jobs into one call."""
 
-    def __init__(self, generator, max_batch: int = 8, wait_s: float = 0.01):
+    def __init__(self, generator, max_batch: int = 8, wait_s: float = 0.01, prefix_cache: bool = True):
         self.gen = generator
+        # a client that resends a conversation with one more turn reuses the cached prefix
+        self.prefix_cache = prefix_cache and hasattr(generator, "generate_reusing")
+        if self.prefix_cache:
+            generator.kv.capacity = 4 * max(1, int(max_batch))
         self.max_batch = max(1, int(max_batch))
         self.wait_s = wait_s
         self._q: queue.Queue[_Job | None] = queue.Queue()
@@ -116,8 +120,12 @@ class Batcher:
             gens: list[Generation] = []
             for i in range(0, len(prompts), self.max_batch):  # one oversized job runs in slices
                 self.calls += 1
-                gens += self.gen.generate(prompts[i:i + self.max_batch], head.cfg, stop=head.stop,
-                                          action_stop=head.action_stop)
+                part = prompts[i:i + self.max_batch]
+                if self.prefix_cache:
+                    gens += self.gen.generate_reusing(part, [None] * len(part), head.cfg, stop=head.stop,
+                                                      action_stop=head.action_stop)
+                else:
+                    gens += self.gen.generate(part, head.cfg, stop=head.stop, action_stop=head.action_stop)
         except Exception as e:  # noqa: BLE001 - handed to the waiting request
             for job in batch:
                 job.future.set_exception(e)

@@ -64,7 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     batch_size: int = 4
     grad_accum: int = 1
-    seq_len: int = 512
+    seq_len: int = 2048  # holds a WebShop page + the prompt; measured in docs/distill.md ("Context policy")
     reserve: int = 128  # the harness's max_new_tokens (see examples.py)
     lambda_reason: float = 1.0
     lambda_act: float = 1.0
