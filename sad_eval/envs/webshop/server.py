@@ -161,7 +161,7 @@ def create_app(shop: Shop) -> Flask:
         opts = shop.options(options, product)
         reward, info = get_reward(product, goal, shop.catalog.prices[product["asin"]], opts)
         sess.done, sess.reward = True, reward
-        return pages.done_page(product["asin"], opts, reward, info)
+        return pages.done_page(product, goal, opts, reward, info)
 
     return app
 
