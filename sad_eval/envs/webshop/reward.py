@@ -102,6 +102,7 @@ def normalize_color(value: Any) -> Any:
 
 _NLP: Any = None
 _NLP_LOCK = threading.Lock()
+_TAG_LOCK = threading.Lock()
 _WARNED = False
 
 # Function words a POS tagger would not call nouns (determiners, prepositions, pronouns, ...).
@@ -158,7 +159,9 @@ def title_nouns(title: str) -> tuple[str, ...]:
     nlp = _load_nlp()
     if not nlp:
         return tuple(stand_in_nouns(title))
-    return tuple(t.text.lower() for t in nlp(title) if t.pos_ in NOUN_TAGS)
+    with _TAG_LOCK:  # the server's worker threads share one pipeline
+        doc = nlp(title)
+    return tuple(t.text.lower() for t in doc if t.pos_ in NOUN_TAGS)
 
 
 # ------------------------------------------------------------------ the reward's parts
