@@ -28,7 +28,8 @@ def test_batched_episodes_are_charged_their_own_share(data_root):
     try:
         t0 = time.perf_counter()
         rollout(lambda: make_env("webshop", split="test", data_root=data_root, max_steps=3), SlowBatchedPolicy(),
-                "webshop", "test", plan_jobs(["fixed_1", "fixed_2", "fixed_3", "fixed_4"]), batch=4, on_episode=episodes.append)
+                "webshop", "test", plan_jobs(["fixed_1", "fixed_2", "fixed_3", "fixed_4"]), batch=4,
+                on_episode=episodes.append)
         elapsed = time.perf_counter() - t0
     finally:
         env.close()

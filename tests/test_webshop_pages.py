@@ -130,7 +130,8 @@ def test_react_client_buys_on_our_server_and_our_react_format_matches_it(server,
     try:
         obs_client, _, _ = client.step("fixed_1", "reset")
         obs_env, _ = env.reset(options={"task_id": "fixed_1"})
-        assert obs_env == obs_client and obs_client.startswith("\nWebShop \nInstruction:  \nFind me butt lifting")  # as in ReAct's prompt
+        assert obs_env == obs_client  # and as in ReAct's prompt: "Instruction:  " keeps the page's space
+        assert obs_client.startswith("\nWebShop \nInstruction:  \nFind me butt lifting")
         for action in ACTIONS:
             obs_client, reward, done = client.step("fixed_1", action)
             obs_env, r_env, term, _, _ = env.step(action)

@@ -258,8 +258,9 @@ class WebShopOracle:
         if cands:
             r = cands[0]
             mem["opened"].append(r["asin"])
-            why = ("it is the first listed result within budget I have not opened" if req.options
-                   else "its title shares the most request words among the results here within budget that I have not opened")
+            why = ("it is the first listed result within budget I have not opened" if req.options else
+                   "its title shares the most request words among the results here within budget that I have "
+                   "not opened")
             check = (f"I'll open it to see whether it offers {_join([f'{k}: {v}' for k, v in req.options.items()])}"
                      if req.options else "I'll open it to check it")
             lead = "I am running out of steps, so I take it. " if left < need else ""

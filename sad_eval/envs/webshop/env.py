@@ -310,7 +310,8 @@ class WebShopEnv(gymnasium.Env):
         page = self._page or Page()
         m = _ACTION.match(action or "")
         if not m or (m.group(1).lower() == "think" and self.obs_format != "react"):
-            return self._invalid("Invalid action: use search[your query] on the search page or click[an item in brackets].")
+            return self._invalid("Invalid action: use search[your query] on the search page or "
+                                 "click[an item in brackets].")
         verb, arg = m.group(1).lower(), m.group(2).strip()
         if verb == "think":  # ReAct's client answers a thought without touching the page
             return "OK.", 0.0, False, {}
