@@ -1,4 +1,8 @@
-"""`sad_eval/WebShop-v0`: a text client of the WebShop server, ReAct-style.
+"""`sad_eval/WebShop-v0`: a text client of the WebShop server.
+
+Observations (`obs_format=`): `full` (ours, the default: every line of the page, chosen options
+as `[[x]]`), `react` (ReAct's WebShop client text) or `simple` (the original WebAgentTextEnv's
+`[SEP]`-joined text); docs/webshop.md says why `full` is the default.
 
 Actions: `search[query]` (on the search page) and `click[label]` (a bracketed item of the
 current observation). An action that does not apply returns an error observation and leaves
