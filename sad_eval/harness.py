@@ -123,13 +123,17 @@ def rollout(env_factory: Callable[[], Any], policy: Policy, env_name: str, split
             jobs: Sequence[tuple[str, int]], seed: int = 0, batch: int = 1,
             on_episode: Callable[[Episode], None] = lambda e: None) -> None:
     """Play ``jobs`` with ``batch`` envs in lockstep: one policy call per turn for all running
-    episodes; a finished episode is recorded at once and its slot takes the next job."""
+    episodes; a finished episode is recorded at once and its slot takes the next job.
+
+    Timing is each episode's own share (docs/metrics.md): a step's `latency_s` is the batched
+    policy call divided by the rows it served plus that episode's own env step; `wall_s` is its
+    reset plus those steps, so batch mates' work is not counted against it."""
     queue = deque(jobs)
     envs: list[Any] = [None] * max(1, batch)
-    slots: list[tuple[EpisodeState, float] | None] = [None] * len(envs)
+    slots: list[tuple[EpisodeState, float] | None] = [None] * len(envs)  # (state, own seconds so far)
 
-    def fail(i: int, state: EpisodeState, t0: float, err: Exception) -> None:
-        on_episode(finish_episode(state, split, policy.name, seed, time.perf_counter() - t0, error=str(err)))
+    def fail(i: int, state: EpisodeState, own_s: float, err: Exception) -> None:
+        on_episode(finish_episode(state, split, policy.name, seed, own_s, error=str(err)))
         slots[i] = None
 
     try:
@@ -143,24 +147,27 @@ def rollout(env_factory: Callable[[], Any], policy: Policy, env_name: str, split
                         if envs[i] is None:
                             envs[i] = env_factory()
                         state = start_episode(envs[i], env_name, task_id, sample, seed)
-                        slots[i] = (state, t0)
+                        slots[i] = (state, time.perf_counter() - t0)
                     except EnvError as e:
-                        fail(i, state, t0, e)
+                        fail(i, state, time.perf_counter() - t0, e)
             active = [i for i, s in enumerate(slots) if s is not None]
             if not active:
                 continue
             t_policy = time.perf_counter()
             turns = policy.act([slots[i][0] for i in active])
-            policy_s = time.perf_counter() - t_policy
+            share_s = (time.perf_counter() - t_policy) / len(active)  # each row's share of the call
             for i, turn in zip(active, turns):
-                state, t0 = slots[i]
+                state, own_s = slots[i]
+                t_step = time.perf_counter()
                 try:
-                    done, _ = apply_turn(envs[i], state, turn, policy_s)
+                    done, _ = apply_turn(envs[i], state, turn, share_s)
                 except EnvError as e:
-                    fail(i, state, t0, e)
+                    fail(i, state, own_s + share_s + time.perf_counter() - t_step, e)
                     continue
+                own_s += state.steps[-1].latency_s
+                slots[i] = (state, own_s)
                 if done or len(state.steps) >= MAX_TURNS_GUARD:
-                    on_episode(finish_episode(state, split, policy.name, seed, time.perf_counter() - t0))
+                    on_episode(finish_episode(state, split, policy.name, seed, own_s))
                     slots[i] = None
     finally:
         for env in envs:

@@ -1,30 +1,41 @@
-"""The WebShop oracle teacher: a scripted shopper that knows the goal (`info["privileged"]`).
+"""The WebShop oracle teacher: a scripted shopper that reasons only from what the pages show.
 
-It plays like a careful person: search with the instruction's product words, scan the result
-titles and prices, open the goal product, pick each requested option, check the budget, buy.
-Its reasoning cites what is on the page (titles, prices, the attributes and options it checks)
-so the REASON spans teach a student how to read the page. The goal ASIN only decides *which*
-result it opens; it is never written in a query. When the goal product does not show up in the
-first pages of its queries it buys the visible product that best fits the attributes and
-budget (a partial reward), as a person would.
+It reads the instruction as the search page shows it (the product request, the `name: value`
+options, the `price lower than X dollars` budget) and nothing else: no goal ASIN, no hidden
+attributes or category. It plays like a careful person: search with the request's words and the
+option values, rank the listed results by how many of the request's words their titles share
+and whether their price fits the budget, open the best one, check on the product page that it
+offers every requested option at a price within budget (else go back and open the next best),
+select the options, buy. Every product it clicks and every claim in its reasoning (titles,
+prices, shared words, offered options, the budget) can be read off the instruction and the
+pages seen so far (`tests/test_webshop_oracle.py` checks this on many episodes), so a student
+can learn the same reading. It therefore does not always buy the goal product: where another
+listed product fits the visible evidence as well, it may pick that one (docs/webshop.md gives
+how often, and its score).
 
-Build the env with `oracle=True` (`ENV_KWARGS`) so that `info["privileged"]` holds the goal.
+It reads the env's default `full` observation format (one item per line). `ENV_KWARGS` is empty:
+the env needs no oracle mode for it.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from rapidfuzz import fuzz
-
 from sad_eval.agents.base import EpisodeState, Turn
-from sad_eval.errors import SadEvalError
 
-ENV_KWARGS = {"oracle": True}
+ENV_KWARGS: dict[str, Any] = {}
 _ASIN_LINE = re.compile(r"^\[([A-Za-z0-9]{10})\]$")
 _PRICE = re.compile(r"\$\s?([\d,]+(?:\.\d+)?)")
+_PAGE_LINE = re.compile(r"^Page (\d+) \(Total results: (\d+)\)$", re.M)
+_BUDGET = re.compile(r",? and price lower than ([\d.,]+) dollars\s*$")
 _LEAD = re.compile(r"^\s*(find me|i need|i want|i am looking for|i'm looking for|looking for|get me|buy)\s+", re.I)
+_OPTION_ROW = re.compile(r"^(.+?) ((?:\[\[?[^\[\]]*\]\]? ?)+)$")
+_WORD = re.compile(r"[a-z0-9]+")
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9]*(?: [a-z0-9]+){0,3}")  # "color", "size", "flavor name", ...
+_STOP = frozenset("a an the and or of for to in on at by with from me i my is are it its this that as "
+                  "be can find need want looking get buy".split())
 
 
 def _ws(s: str) -> str:
@@ -45,6 +56,74 @@ def _first_price(text: str) -> float | None:
     return float(m.group(1).replace(",", "")) if m else None
 
 
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _norm(w: str) -> str:
+    return w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+
+
+def content_words(text: str) -> list[str]:
+    """A text's words for matching: lower-case, plural `s` folded, function words dropped."""
+    out: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        w = _norm(w)
+        if len(w) > 1 and w not in _STOP and w not in out:
+            out.append(w)
+    return out
+
+
+# ------------------------------------------------------------------ the instruction, as shown
+
+@dataclass
+class Request:
+    text: str  # the instruction
+    product: str  # the request without lead-in, options and budget
+    options: dict[str, str] = field(default_factory=dict)  # name -> value, as the instruction lists them
+    budget: float | None = None
+
+    @property
+    def words(self) -> list[str]:
+        return content_words(self.product)
+
+
+def parse_instruction(text: str) -> Request:
+    """Split the shown instruction into request, `with name: value, and name: value` options and
+    the `price lower than X dollars` budget (the synthetic instructions' wording)."""
+    text = _ws(text)
+    m = _BUDGET.search(text)
+    budget = float(m.group(1).replace(",", "")) if m else None
+    body = text[: m.start()] if m else text
+    options: dict[str, str] = {}
+    # the options clause is the last " with " whose rest reads "name: value, and name: value"
+    for cut in reversed([i.start() for i in re.finditer(r" with ", body)]):
+        pairs = [p.split(": ", 1) for p in body[cut + len(" with "):].split(", and ")]
+        if all(len(p) == 2 and _OPTION_NAME.fullmatch(p[0]) for p in pairs):
+            options = {k: v for k, v in pairs}
+            body = body[:cut]
+            break
+    return Request(text, _LEAD.sub("", body).strip(), options, budget)
+
+
+def queries(req: Request) -> list[str]:
+    """Search queries in the order tried: the request's words with the option values, the
+    request alone, then the whole instruction (less the price)."""
+    cands = [f"{req.product} {' '.join(req.options.values())}", req.product,
+             _LEAD.sub("", _BUDGET.sub("", req.text))]
+    out: list[str] = []
+    for q in cands:
+        q = " ".join(re.sub(r"[,;:]", " ", q).lower().split())
+        if q and q not in out:
+            out.append(q)
+    return out
+
+
+# ------------------------------------------------------------------ the pages, as shown
+
 def parse_results(observation: str) -> list[dict[str, Any]]:
     """(asin, title, price text) of each product on a results page observation."""
     lines = observation.splitlines()
@@ -58,44 +137,52 @@ def parse_results(observation: str) -> list[dict[str, Any]]:
     return out
 
 
-def base_request(goal: dict[str, Any]) -> str:
-    """The instruction without its option and price clauses and its lead-in ("Find me ...")."""
-    text = goal["instruction_text"]
-    text = re.sub(r",? and price lower than [\d.,]+ dollars\s*$", "", text)
-    opts = goal.get("goal_options") or {}
-    if opts:
-        first = next(iter(opts))
-        cut = text.rfind(f" with {first}: ")
-        if cut > 0:
-            text = text[:cut]
-    return _LEAD.sub("", text).strip()
+def more_pages(observation: str) -> bool:
+    m = _PAGE_LINE.search(observation)
+    return bool(m) and int(m.group(1)) * 10 < int(m.group(2))
 
 
-def queries(goal: dict[str, Any]) -> list[str]:
-    """Search queries in the order tried: the request's words with the option values, then
-    product type + attributes, then the whole instruction (less the price)."""
-    opts = " ".join((goal.get("goal_options") or {}).values())
-    full = re.sub(r",? and price lower than [\d.,]+ dollars\s*$", "", goal["instruction_text"])
-    cands = [f"{base_request(goal)} {opts}", " ".join([goal.get("query", ""), *goal.get("attributes", [])]),
-             _LEAD.sub("", full)]
-    out: list[str] = []
-    for q in cands:
-        q = " ".join(re.sub(r"[,;:]", " ", q).lower().split())
-        if q and q not in out:
-            out.append(q)
-    return out
+def parse_item(observation: str) -> dict[str, Any]:
+    """Title, price text and offered option values (name -> values) of a product page."""
+    options: dict[str, list[str]] = {}
+    title, price = "", ""
+    for line in observation.splitlines():
+        line = line.strip()
+        if not line or line.startswith("["):
+            continue
+        if line.startswith("Price:"):
+            price = line[len("Price:"):].strip()
+            continue
+        if line.startswith("Rating:"):
+            continue
+        m = _OPTION_ROW.match(line)
+        if m and not title:
+            options[m.group(1)] = [v.strip("[] ") for v in re.findall(r"\[\[?[^\[\]]*\]\]?", m.group(2))]
+            continue
+        title = title or line
+    return {"title": title, "price": price, "options": options}
 
 
-def _attrs_in(title: str, attrs: Sequence[str]) -> list[str]:
-    t = title.lower()
-    return [a for a in attrs if a.lower() in t or fuzz.partial_ratio(a.lower(), t) > 90]
+def fit(req: Request, title: str, price_text: str) -> dict[str, Any]:
+    """What a title and price show against the request: shared request words, budget."""
+    have = set(content_words(title))
+    shared = [w for w in req.words if w in have]
+    price = _first_price(price_text)
+    in_budget = req.budget is None or (price is not None and price <= req.budget)
+    share = len(shared) / len(req.words) if req.words else 0.0
+    return {"shared": shared, "share": share, "price": price, "in_budget": in_budget,
+            "key": (share + 0.5 * in_budget, -0.0)}
 
 
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
+def _offered(options: dict[str, list[str]], name: str, value: str) -> str | None:
+    """The label of `value` among the page's values for option `name` (or any option row)."""
+    want = _ws(value).casefold()
+    rows = [options[name]] if name in options else list(options.values())
+    for values in rows:
+        for v in values:
+            if _ws(v).casefold() == want:
+                return v
+    return None
 
 
 class WebShopOracle:
@@ -103,7 +190,7 @@ class WebShopOracle:
 
     name = "oracle"
 
-    def __init__(self, max_pages: Sequence[int] = (3, 2, 2), max_steps: int = 15):
+    def __init__(self, max_pages: Sequence[int] = (2, 2, 1), max_steps: int = 15):
         self.max_pages = max_pages
         self.max_steps = max_steps  # the env's step cap: leave room to open, choose options, buy
 
@@ -112,142 +199,136 @@ class WebShopOracle:
 
     # ------------------------------------------------------------------ one turn
     def _turn(self, state: EpisodeState) -> Turn:
-        goal = state.info.get("privileged")
-        if not goal:
-            raise SadEvalError("the WebShop oracle needs the goal: build the env with oracle=True")
         mem = state.memory
-        mem.setdefault("queries", queries(goal))
-        mem.setdefault("q", 0)
-        mem.setdefault("pages", 0)
+        if "req" not in mem:
+            mem["req"] = parse_instruction(state.info.get("instruction") or state.task)
+            mem.update(queries=queries(mem["req"]), q=0, pages=0, opened=[])
         page = state.info.get("page", "search")
         if page == "search":
-            return self._search(goal, mem)
+            return self._search(mem)
         if page == "results":
-            return self._results(goal, mem, state)
+            return self._results(mem, state)
         if page == "item":
-            return self._item(goal, mem, state)
-        return Turn(f"This page has the {page} details; I have what I need, so I go back to the product.",
+            return self._item(mem, state)
+        return Turn(f"This is the product's {page} page; I have what I need, so I go back to the product.",
                     "click[< Prev]")
 
-    def _search(self, goal: dict[str, Any], mem: dict[str, Any]) -> Turn:
+    def _left(self, state: EpisodeState) -> int:
+        return self.max_steps - len(state.steps)
+
+    def _search(self, mem: dict[str, Any]) -> Turn:
+        req: Request = mem["req"]
         q = mem["queries"][min(mem["q"], len(mem["queries"]) - 1)]
         mem["pages"] = 0
-        opts = goal.get("goal_options") or {}
-        want = base_request(goal)
-        parts = [f"I need {want}"]
-        if opts:
-            parts.append("with " + _join([f"{k} {v}" for k, v in opts.items()]))
-        budget = goal.get("price_upper", 0)
-        if 0 < budget < 1e6:
-            parts.append(f"for less than {_money(budget)}")
-        why = {0: "I'll search with the product type, its key features and the option values; options are "
-                  "picked on the product page.",
-               1: "My first search did not surface a matching product, so I'll search with just the product "
-                  "type and the required attributes."}.get(mem["q"], "The earlier searches did not surface it, so "
-                                                              "I'll search with the request's own wording.")
+        parts = [f"The instruction asks for {req.product}"]
+        if req.options:
+            parts.append("with " + _join([f"{k}: {v}" for k, v in req.options.items()]))
+        if req.budget is not None:
+            parts.append(f"for less than {_money(req.budget)}")
+        why = {0: "I'll search with the request's words and the option values; options are picked on the "
+                  "product page.",
+               1: "My first search listed nothing that fits, so I'll search with the request's words alone."
+               }.get(mem["q"], "The earlier searches listed nothing that fits, so I'll search with the whole "
+                               "instruction.")
         return Turn(" ".join(parts) + ". " + why, f"search[{q}]")
 
-    def _results(self, goal: dict[str, Any], mem: dict[str, Any], state: EpisodeState) -> Turn:
-        results = parse_results(state.observation)
-        clickables = state.info.get("clickables", [])
-        attrs = goal.get("attributes", [])
-        budget = goal.get("price_upper", 1e6)
-        target = next((r for r in results if r["asin"].upper() == goal["asin"].upper()), None)
-        if target is not None:
-            mem["chosen"] = target["asin"]
-            seen = _attrs_in(target["title"], attrs)
-            price = _first_price(target["price"])
-            bits = [f"{target['asin']} \"{_short(target['title'])}\" at {target['price']}"]
-            if price is not None and budget < 1e6:
-                bits.append(f"is within the {_money(budget)} budget" if price <= budget
-                            else f"starts above the {_money(budget)} budget, but the listed range may include a lower price")
-            if seen:
-                bits.append(f"its title mentions {_join(seen)}")
-            rest = [a for a in attrs if a not in seen]
-            check = f"; I'll open it to confirm {_join(rest)}" if rest else "; I'll open it"
-            if goal.get("goal_options"):
-                check += " and choose the options"
-            return Turn(", ".join(bits) + check + ".", f"click[{target['asin']}]")
-        top = results[:2]
-        seen_txt = _join([f"\"{_short(r['title'], 45)}\" ({r['price']})" for r in top]) or "no products"
-        product = goal.get("query") or "the requested product"
+    def _describe(self, req: Request, r: dict[str, Any], f: dict[str, Any]) -> str:
+        bits = [f"{r['asin']} \"{_short(r['title'])}\" at {r['price']}"]
+        if req.budget is not None and f["price"] is not None:
+            bits.append(f"is within the {_money(req.budget)} budget" if f["in_budget"]
+                        else f"is above the {_money(req.budget)} budget")
+        n = len(req.words)
+        if f["shared"]:
+            bits.append(f"its title has {len(f['shared'])} of the {n} request words ({_join(f['shared'][:8])})")
+        else:
+            bits.append(f"its title has none of the {n} request words")
+        return ", ".join(bits)
+
+    def _results(self, mem: dict[str, Any], state: EpisodeState) -> Turn:
+        req: Request = mem["req"]
+        listed = [r for r in parse_results(state.observation) if r["asin"] not in mem["opened"]]
+        fits = {r["asin"]: fit(req, r["title"], r["price"]) for r in listed}
+        # the search engine's order among the results within budget; the product page then checks
+        # the options. Without options to check, the title's share of request words decides.
+        cands = [r for r in listed if fits[r["asin"]]["in_budget"]]
+        if not req.options:
+            cands.sort(key=lambda r: -fits[r["asin"]]["share"])  # stable: ties keep the listed order
+        left = self._left(state)
+        need = 2 + len(req.options)  # open, choose each option, buy
+        if cands:
+            r = cands[0]
+            mem["opened"].append(r["asin"])
+            why = ("it is the first listed result within budget I have not opened" if req.options else
+                   "its title shares the most request words among the results here within budget that I have "
+                   "not opened")
+            check = (f"I'll open it to see whether it offers {_join([f'{k}: {v}' for k, v in req.options.items()])}"
+                     if req.options else "I'll open it to check it")
+            lead = "I am running out of steps, so I take it. " if left < need else ""
+            return Turn(f"{lead}{self._describe(req, r, fits[r['asin']])}; {why}. {check}.", f"click[{r['asin']}]")
         mem["pages"] += 1
-        left = self.max_steps - len(state.steps) - (2 + len(goal.get("goal_options") or {}))
-        if left < 2:  # no room to keep looking: buy the best visible product
-            return self._fallback(goal, mem, results)
-        pages = self.max_pages[min(mem["q"], len(self.max_pages) - 1)]
-        if "Next >" in clickables and mem["pages"] < pages:
-            return Turn(f"The results here, such as {seen_txt}, are not the {product} with {_join(attrs)} I want. "
-                        f"I'll check the next page.", "click[Next >]")
-        if mem["q"] + 1 < len(mem["queries"]) and left >= 3:
+        last_query = mem["q"] + 1 >= len(mem["queries"])
+        pages = 5 if last_query else self.max_pages[min(mem["q"], len(self.max_pages) - 1)]
+        summary = ("Every result on this page is above the budget or already checked" if listed or mem["opened"]
+                   else "This page lists no products")
+        if more_pages(state.observation) and mem["pages"] < pages and left >= need + 1:
+            return Turn(summary + ". I'll check the next page.", "click[Next >]")
+        if mem["q"] + 1 < len(mem["queries"]) and left >= need + 2:
             mem["q"] += 1
-            return Turn(f"None of these results ({seen_txt}, ...) fits {product} with {_join(attrs)}. "
-                        f"I'll go back and search with different words.", "click[Back to Search]")
-        return self._fallback(goal, mem, results)
+            return Turn(summary + ". I'll go back and search with other words.", "click[Back to Search]")
+        if listed:
+            r = max(listed, key=lambda r: fits[r["asin"]]["share"])
+            mem["opened"].append(r["asin"])
+            return Turn(f"No listed product fits the whole request; the closest is "
+                        f"{self._describe(req, r, fits[r['asin']])}. I'll open it.", f"click[{r['asin']}]")
+        return Turn("There are no results left to check, so I'll try another search.", "click[Back to Search]")
 
-    def _fallback(self, goal: dict[str, Any], mem: dict[str, Any], results: list[dict[str, Any]]) -> Turn:
-        attrs = goal.get("attributes", [])
-        budget = goal.get("price_upper", 1e6)
-        product = goal.get("query", "")
-
-        def fit(r: dict[str, Any]) -> float:
-            price = _first_price(r["price"])
-            in_budget = price is not None and price <= budget
-            return (fuzz.token_set_ratio(product, r["title"]) / 100 + len(_attrs_in(r["title"], attrs)) + in_budget)
-
-        if not results:
-            return Turn("There are no results left to check, so I'll try another search.", "click[Back to Search]")
-        best = max(results, key=fit)
-        mem["chosen"] = best["asin"]
-        seen = _attrs_in(best["title"], attrs)
-        return Turn(f"I could not find an exact match. The closest is {best['asin']} \"{_short(best['title'])}\" "
-                    f"at {best['price']}" + (f", whose title mentions {_join(seen)}" if seen else "")
-                    + ". I'll open it.", f"click[{best['asin']}]")
-
-    def _item(self, goal: dict[str, Any], mem: dict[str, Any], state: EpisodeState) -> Turn:
-        clickables = state.info.get("clickables", [])
-        selected = state.info.get("selected_options", {})
-        url = state.info.get("url", "").upper()
-        on_target = goal["asin"].upper() in url
-        if not on_target and mem.get("chosen", "").upper() not in url:
-            return Turn("This is not the product I meant to open; I'll go back to the results.", "click[< Prev]")
-        # on the goal product, or on the closest match (fallback): choose every requested option offered
-        labels = {_ws(c).casefold(): c for c in clickables}
+    def _item(self, mem: dict[str, Any], state: EpisodeState) -> Turn:
+        req: Request = mem["req"]
+        item = parse_item(state.observation)
+        selected = {k: _ws(v) for k, v in state.info.get("selected_options", {}).items()}
+        f = fit(req, item["title"], item["price"])
+        missing = [(k, v) for k, v in req.options.items() if _offered(item["options"], k, v) is None]
+        left = self._left(state)
+        # can I afford to go back and open another result (back, open, options, buy)?
+        retry = left >= 3 + len(req.options)  # back, open another, its options, buy
+        if (missing or not f["in_budget"]) and retry:
+            mem["retries"] = mem.get("retries", 0) + 1
+            mem["tried"] = set()
+            why = []
+            if missing:
+                why.append("it does not offer " + _join([f"{k}: {v}" for k, v in missing]))
+            if not f["in_budget"]:
+                why.append(f"its price {item['price']} is above the {_money(req.budget or 0)} budget")
+            return Turn(f"This product does not fit: {_join(why)}. I'll go back to the results and open the next "
+                        "best match.", "click[< Prev]")
         tried = mem.setdefault("tried", set())
-        for name, value in (goal.get("goal_options") or {}).items():
-            if _ws(selected.get(name, "")) == _ws(value) or (name, value) in tried:
-                continue
-            label = labels.get(_ws(value).casefold())
-            if label is None:
+        for name, value in req.options.items():
+            label = _offered(item["options"], name, value)
+            if label is None or selected.get(name) == _ws(label) or (name, value) in tried:
                 continue
             tried.add((name, value))
             done = [f"{k} {v}" for k, v in selected.items()]
             lead = f"{_join(done).capitalize()} {'is' if len(done) == 1 else 'are'} set. " if done else ""
-            return Turn(f"{lead}The request asks for {name}: {value}, and this product offers it, so I select it.",
-                        f"click[{label}]")
-        return self._buy(goal, state, note="" if on_target else "It is the closest match I found.")
+            return Turn(f"{lead}The instruction asks for {name}: {value}, and this product offers it, so I "
+                        "select it.", f"click[{label}]")
+        return self._buy(req, item, f, selected, missing)
 
-    def _buy(self, goal: dict[str, Any], state: EpisodeState, note: str = "") -> Turn:
-        obs = state.observation
-        m = re.search(r"^Price:\s*(.+)$", obs, re.M)
-        price_txt = m.group(1).strip() if m else "the listed price"
-        price = _first_price(price_txt)
-        budget = goal.get("price_upper", 1e6)
-        title = next((ln for ln in obs.splitlines() if ln and not ln.startswith(("[", "Price:", "Rating:"))
-                      and not re.match(r"^\S+ \[", ln)), "")
+    def _buy(self, req: Request, item: dict[str, Any], f: dict[str, Any], selected: dict[str, str],
+             missing: list[tuple[str, str]]) -> Turn:
         bits = []
-        chosen = state.info.get("selected_options", {})
-        if chosen:
-            bits.append(f"The options are set ({_join([f'{k}: {v}' for k, v in chosen.items()])})")
-        if price is not None and budget < 1e6:
-            rel = "below" if price <= budget else "near"
-            bits.append(f"the price {price_txt} is {rel} the {_money(budget)} limit")
-        seen = _attrs_in(title, goal.get("attributes", []))
-        if seen:
-            bits.append(f"the title confirms {_join(seen)}")
-        text = "; ".join(bits) if bits else "This product matches the request"
-        text = text[0].upper() + text[1:] + ". " + (note + " " if note else "") + "I'll buy it."
-        return Turn(text, "click[Buy Now]")
+        if selected:
+            bits.append(f"the options are set ({_join([f'{k}: {v}' for k, v in selected.items()])})")
+        if f["price"] is not None and req.budget is not None:
+            rel = "within" if f["in_budget"] else "above"
+            bits.append(f"the price {item['price']} is {rel} the {_money(req.budget)} budget")
+        if f["shared"]:
+            bits.append(f"the title has {len(f['shared'])} of the {len(req.words)} request words")
+        text = "; ".join(bits) if bits else "this product is the best match I found"
+        text = text[0].upper() + text[1:] + ". "
+        if missing:
+            text += ("It does not offer " + _join([f"{k}: {v}" for k, v in missing])
+                     + ", but it is the closest match I have steps left for. ")
+        return Turn(text + "I'll buy it.", "click[Buy Now]")
 
 
 def make_expert(**kwargs) -> WebShopOracle:

@@ -1,4 +1,8 @@
-"""`sad_eval/WebShop-v0`: a text client of the WebShop server, ReAct-style.
+"""`sad_eval/WebShop-v0`: a text client of the WebShop server.
+
+Observations (`obs_format=`): `full` (ours, the default: every line of the page, chosen options
+as `[[x]]`), `react` (ReAct's WebShop client text) or `simple` (the original WebAgentTextEnv's
+`[SEP]`-joined text); docs/webshop.md says why `full` is the default.
 
 Actions: `search[query]` (on the search page) and `click[label]` (a bracketed item of the
 current observation). An action that does not apply returns an error observation and leaves
@@ -32,12 +36,16 @@ import requests
 
 from sad_eval.envs.base import EnvError
 from sad_eval.envs.webshop.html_text import Page, parse_page, render
+from sad_eval.envs.webshop.obs_formats import react_text, simple_text
 from sad_eval.errors import SadEvalError
 
 MAX_STEPS = 15
 TEST_SIZE = 500
 SPLITS = ("train", "test")
-_ACTION = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.I | re.S)
+# full: ours (every line, chosen options as [[x]], explicit invalid-action messages; the default);
+# react: ReAct's WebShop client text; simple: the original WebAgentTextEnv's [SEP]-joined text
+OBS_FORMATS = ("full", "react", "simple")
+_ACTION = re.compile(r"^\s*(search|click|think)\s*\[(.*)\]\s*$", re.I | re.S)
 
 
 def _n_goals(data_root: Path | None) -> int:
@@ -148,7 +156,11 @@ class WebShopEnv(gymnasium.Env):
 
     def __init__(self, split: str = "test", data_root: Path | str | None = None, max_steps: int = MAX_STEPS,
                  server_url: str | None = None, oracle: bool = False, timeout_s: float = 10.0,
-                 retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 60.0):
+                 retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 60.0,
+                 obs_format: str = "full"):
+        if obs_format not in OBS_FORMATS:
+            raise SadEvalError(f"unknown WebShop obs_format {obs_format!r}; choose one of {', '.join(OBS_FORMATS)}")
+        self.obs_format = obs_format
         self.split = split
         self.data_root = Path(data_root) if data_root else None
         self.max_steps = max_steps
@@ -164,6 +176,7 @@ class WebShopEnv(gymnasium.Env):
         self.http = requests.Session()
         self._next = 0
         self._page: Page | None = None
+        self._html = ""
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -198,9 +211,24 @@ class WebShopEnv(gymnasium.Env):
 
     def _load(self, url: str, method: str = "GET", data: dict | None = None) -> Page:
         r = self._request(method, url, data)
-        self.url = r.url
+        self.url, self._html = r.url, r.text
         self._page = parse_page(r.text, r.url)
         return self._page
+
+    def _observe(self) -> str:
+        """The current page in the chosen format."""
+        page = self._page or Page()
+        if self.obs_format == "react":
+            return react_text(self._html, search_page=page.search_action is not None)
+        if self.obs_format == "simple":
+            return simple_text(self._html)
+        return render(page)
+
+    def _invalid(self, message: str) -> tuple[str, float, bool, dict[str, Any]]:
+        """ReAct's loop answered `Invalid action!`; WebAgentTextEnv left the page (and its text) as
+        it was; ours explains."""
+        text = {"react": "Invalid action!", "simple": self._observe()}.get(self.obs_format, message)
+        return text, 0.0, False, {"invalid_action": True}
 
     def _page_kind(self) -> str:
         path = self.url[len(self.base):]
@@ -250,7 +278,7 @@ class WebShopEnv(gymnasium.Env):
         self._instruction = page.instruction
         if self.oracle:
             self._privileged = self._goal_facts()
-        return render(page), self._info()
+        return self._observe(), self._info()
 
     def _goal_facts(self) -> dict[str, Any]:
         """The oracle's view of the goal, read from the goal data (the same deterministic goals
@@ -285,32 +313,35 @@ class WebShopEnv(gymnasium.Env):
     def _act(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         page = self._page or Page()
         m = _ACTION.match(action or "")
-        if not m:
-            return ("Invalid action: use search[your query] on the search page or click[an item in brackets].",
-                    0.0, False, {"invalid_action": True})
+        if not m or (m.group(1).lower() == "think" and self.obs_format != "react"):
+            return self._invalid("Invalid action: use search[your query] on the search page or "
+                                 "click[an item in brackets].")
         verb, arg = m.group(1).lower(), m.group(2).strip()
+        if verb == "think":  # ReAct's client answers a thought without touching the page
+            return "OK.", 0.0, False, {}
         if verb == "search":
             if page.search_action is None:
-                return ("Invalid action: search is only possible on the search page; click [Back to Search] first.",
-                        0.0, False, {"invalid_action": True})
+                return self._invalid("Invalid action: search is only possible on the search page; "
+                                     "click [Back to Search] first.")
             if not arg.split():
-                return "Invalid action: the search query is empty.", 0.0, False, {"invalid_action": True}
-            page = self._load(page.search_action, "POST", {"search_query": arg})
-            return render(page), 0.0, False, {}
+                return self._invalid("Invalid action: the search query is empty.")
+            self._load(page.search_action, "POST", {"search_query": arg})
+            return self._observe(), 0.0, False, {}
         if arg.casefold() == "search" and page.search_action is not None:
-            return "Invalid action: type your query with search[...].", 0.0, False, {"invalid_action": True}
+            return self._invalid("Invalid action: type your query with search[...].")
         target = page.find(arg)
         if target is None:
             labels = ", ".join(f"[{c.label}]" for c in page.clickables) or "nothing"
-            return (f"Invalid action: [{arg}] is not on this page. You can click: {labels}.", 0.0, False,
-                    {"invalid_action": True})
+            return self._invalid(f"Invalid action: [{arg}] is not on this page. You can click: {labels}.")
         page = self._load(target.url, "GET")
         if page.reward is not None:
             parts = self.url[len(self.base):].split("/")  # /done/<sid>/<asin>/<options>
             self._meta["purchased_asin"] = parts[3] if len(parts) > 3 else ""
-            return (render(page), float(page.reward), True,
+            return (self._observe(), float(page.reward), True,
                     {"success": page.reward >= 1.0 - 1e-9, "score": float(page.reward)})
-        return render(page), 0.0, False, {}
+        if target.kind == "option" and self.obs_format == "react":
+            return f"You have clicked {target.label}.", 0.0, False, {}
+        return self._observe(), 0.0, False, {}
 
     def close(self) -> None:
         self.http.close()

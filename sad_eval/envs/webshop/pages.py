@@ -25,9 +25,10 @@ _BASE = """<!DOCTYPE html>
 {% block body %}{% endblock %}
 </div></body></html>"""
 
+# results, item and sub pages show the instruction as the original's templates do: the label, a
+# line break, the text (two text nodes: ReAct's client skips exactly these two on those pages)
 _INSTRUCTION = """<div id="instruction-text">
-<h4>Instruction: {{ instruction }}</h4>{% if query is defined %}
-<h4>Current Query: {{ query }}</h4>{% endif %}
+<h4>Instruction:<br>{{ instruction }}</h4>
 </div>"""
 
 # every button is a one-button form whose action is the target URL, as in the original
@@ -49,7 +50,7 @@ _TEMPLATES = {
 {{ button(home, "Back to Search") }}
 <p>Page {{ page }} (Total results: {{ total }})</p>
 {% if prev_url %}{{ button(prev_url, "< Prev") }}{% endif %}
-{% if next_url %}{{ button(next_url, "Next >") }}{% endif %}
+{{ button(next_url, "Next >") }}
 </div>
 <div class="results">{% for item in items %}
 <div class="result">
@@ -86,21 +87,39 @@ _TEMPLATES = {
 {{ button(item_url, "< Prev") }}
 </div>
 <div class="sub-page" id="{{ sub_page | lower }}">
-{% if sub_page == "Description" %}<p class="product-info">{{ product.Description or "No description available." }}</p>
-{% elif sub_page == "Features" %}{% if product.BulletPoints %}<ul>{% for b in product.BulletPoints %}<li><p class="product-info">{{ b }}</p></li>{% endfor %}</ul>{% else %}<p>No features listed.</p>{% endif %}
-{% elif sub_page == "Reviews" %}{% if product.Reviews %}{% for r in product.Reviews %}<div class="review"><h4>"{{ r.title }}"</h4><p>{{ r.score }}</p><p class="content">{{ r.body }}</p></div>{% endfor %}{% else %}<h4>No reviews found</h4>{% endif %}
+{% if sub_page == "Description" %}<p class="product-info">{{ product.Description }}</p>
+{% elif sub_page == "Features" %}<ul>{% for b in product.BulletPoints %}<li><p class="product-info">{{ b }}</p></li>{% endfor %}</ul>
+{% elif sub_page == "Reviews" %}{% for r in product.Reviews %}<div class="review"><h4>"{{ r.title }}"</h4><p>{{ r.score }}</p><p class="content">{{ r.body }}</p></div>{% endfor %}
 {% else %}<ul>{% for a in product.Attributes %}<li><p class="product-info">{{ a }}</p></li>{% endfor %}</ul>{% endif %}
 </div>
 {% endblock %}""",
+    # the original's done page: a hidden block with the purchase and the target (what scripts read
+    # by id), then the visible score line
     "done": """{% extends "base" %}{% block body %}
 <div id="thankyou"><h1>Thank you for shopping with us!</h1></div>
 <div id="stats">
 <div style="display:none">
+  <h2>Purchased</h2>
   <h4 id="asin">asin<pre>{{ asin }}</pre></h4>
-  <h4 id="options">options<pre>{{ options_json }}</pre></h4>
-  <h4 id="reward_info">reward info<pre>{{ reward_info_json }}</pre></h4>
+  <h4 id="options">options<pre>{{ options | tojson }}</pre></h4>
+  <h4 id="purchased_attrs">attrs<pre>{{ product.Attributes }}</pre></h4>
+  <h4 id="purchased-category">category<pre>{{ product.category }}</pre></h4>
+  <h4 id="purchased-query">query<pre>{{ product.query }}</pre></h4>
+  <h4 id="purchased-pc">product category<pre>{{ product.product_category }}</pre></h4>
+  <h2>Target</h2>
+  <h4 id="goal-asin">asin<pre>{{ goal.asin }}</pre></h4>
+  <h4 id="goal-options">options<pre>{{ goal.goal_options }}</pre></h4>
+  <h4 id="goal-attrs">attrs<pre>{{ goal.attributes }}</pre></h4>
+  <h4 id="goal-price">price upper<pre>{{ goal.price_upper }}</pre></h4>
+  <h4 id="goal-instruction-text">instruction text<pre>{{ goal.instruction_text }}</pre></h4>
+  <h4 id="goal-category">category<pre>{{ goal.category }}</pre></h4>
+  <h4 id="goal-pc">product category<pre>{{ goal.product_category }}</pre></h4>
+  <h4 id="goal-query">query<pre>{{ goal.query }}</pre></h4>
+  <h4>Goal <div id="goal"><pre>{{ goal_json }}</pre></div></h4>
+  <h2>Reward</h2>
 </div>
 <h3 id="reward">Your score (min 0.0, max 1.0)<pre>{{ reward }}</pre></h3>
+<h4 hidden>Reward Details <div id="reward_info"><pre>{{ reward_info_json }}</pre></div></h4>
 </div>
 {% endblock %}""",
 }
@@ -148,7 +167,7 @@ def results_page(sid: str, instruction: str, keywords: str, query: str, page: in
     return _template("results").render(
         home=home_url(sid), instruction=instruction, query=query, page=page, total=total, items=items,
         prev_url=results_url(sid, keywords, page - 1) if page > 1 else None,
-        next_url=results_url(sid, keywords, page + 1) if page * 10 < total else None)
+        next_url=results_url(sid, keywords, page + 1))  # always, as the original (past the end: no results)
 
 
 def item_page(sid: str, instruction: str, keywords: str, query: str, page: int,
@@ -174,8 +193,12 @@ def sub_page(sid: str, instruction: str, keywords: str, query: str, page: int, p
         item_url=item_url(sid, product["asin"], keywords, page, options))
 
 
-def done_page(asin: str, options: dict[str, str], reward: float, reward_info: dict[str, Any]) -> str:
+def done_page(product: dict[str, Any], goal: dict[str, Any], options: dict[str, str], reward: float,
+              reward_info: dict[str, Any]) -> str:
     import json
 
-    return _template("done").render(asin=asin, options_json=json.dumps(options), reward=reward,
+    goal_view = {k: goal[k] for k in ("asin", "category", "query", "name", "product_category", "instruction_text",
+                                      "attributes", "price_upper", "goal_options", "weight") if k in goal}
+    return _template("done").render(asin=product["asin"], product=product, goal=goal_view, options=options,
+                                    reward=reward, goal_json=json.dumps(goal_view, indent=1),
                                     reward_info_json=json.dumps(reward_info, default=str))

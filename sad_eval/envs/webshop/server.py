@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException, abort
 from sad_eval.envs.webshop import pages
 from sad_eval.envs.webshop.catalog import Catalog, load_catalog
 from sad_eval.envs.webshop.goals import SESSION_RE, Goals, goal_index_for, load_goals
-from sad_eval.envs.webshop.reward import get_reward
+from sad_eval.envs.webshop.reward import get_reward, spacy_available
 from sad_eval.envs.webshop.search import SearchEngine, page_of
 from sad_eval.envs.webshop.sessions import Session, SessionStore
 from sad_eval.envs.webshop.urls import BadLiteral, parse_keywords, parse_options
@@ -161,7 +161,7 @@ def create_app(shop: Shop) -> Flask:
         opts = shop.options(options, product)
         reward, info = get_reward(product, goal, shop.catalog.prices[product["asin"]], opts)
         sess.done, sess.reward = True, reward
-        return pages.done_page(product["asin"], opts, reward, info)
+        return pages.done_page(product, goal, opts, reward, info)
 
     return app
 
@@ -171,6 +171,7 @@ def build_shop(data_root: Path | None = None, max_sessions: int = 10_000, ttl_s:
     catalog = load_catalog(data_root)
     goals = load_goals(data_root)
     store = SessionStore(lambda sid: goal_index_for(sid, goals), max_sessions, ttl_s)
+    spacy_available()  # load the reward's tagger now (~1 s), not on the first purchase
     return Shop(catalog, goals, SearchEngine(catalog), store, show_attrs)
 
 
