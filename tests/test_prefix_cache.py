@@ -10,10 +10,10 @@ from sad_eval.envs import make_env
 from sad_eval.harness import plan_jobs, rollout
 from sad_eval.envs.base import DEFAULT_SPLITS
 
-ENV_KW = {"alfworld": {"max_steps": 6}, "webshop": {"max_steps": 4}, "hotpotqa": {"max_steps": 4}}
+ENV_KW = {"alfworld": {"max_steps": 5}, "webshop": {"max_steps": 4}, "hotpotqa": {"max_steps": 4}}
 
 
-def _play(path, env: str, reuse: bool, batch: int, n: int = 3, max_new: int = 24, logprobs: bool = False,
+def _play(path, env: str, reuse: bool, batch: int, n: int = 2, max_new: int = 16, logprobs: bool = False,
           max_context: int | None = None):
     policy = HFPolicy(path, decoding=DecodingConfig(max_new_tokens=max_new), prefix_cache=reuse, logprobs=logprobs,
                       max_context=max_context)
@@ -41,8 +41,8 @@ def _key(eps):
 
 @pytest.mark.parametrize("env", ["alfworld", "webshop", "hotpotqa"])
 def test_greedy_trajectories_equal_with_and_without_reuse(tiny_checkpoint, data_root, env):
-    base, _, _ = _play(tiny_checkpoint, env, reuse=False, batch=3)
-    for batch in (1, 3):
+    base, _, _ = _play(tiny_checkpoint, env, reuse=False, batch=2)
+    for batch in (1, 2):
         got, _, policy = _play(tiny_checkpoint, env, reuse=True, batch=batch)
         assert _key(got) == _key(base)
         st = policy.gen.reuse_stats
@@ -79,3 +79,30 @@ def test_kv_store_frees_finished_episodes_and_finds_longest_prefix():
     assert list(store.entries) == ["b", "c"]  # capacity: least recently used left
     store.keep_only({"c"})
     assert list(store.entries) == ["c"] and store.nbytes() == 2 * t.nelement() * 4
+
+
+def test_serve_model_reuses_a_resent_conversation(tiny_checkpoint):
+    """An OpenAI-style client resends the whole conversation each turn: the server prefills only
+    the new tokens, and answers what plain generation answers."""
+    from sad_eval.agents.prompts import build_messages, render
+    from sad_eval.agents.serve_model import build
+    from sad_eval.trajectory import Step
+
+    _, server = build(str(tiny_checkpoint), max_batch=2)
+    try:
+        gen = server.gen
+        steps = [Step("I look.", "look", "You are in the middle of a room. " * 20)]
+        for turn in range(3):
+            msgs = build_messages("alfworld", "Your task is to: put a mug in the sink.", steps)
+            before = gen.reuse_stats.reused
+            d = server.chat({"model": server.model_id, "messages": msgs, "max_tokens": 8, "temperature": 0})
+            text = d["choices"][0]["message"]["content"]
+            local = gen.generate([render(msgs, gen.tokenizer, chat=True).text], DecodingConfig(max_new_tokens=8),
+                                 action_stop=False)[0]
+            assert text == local.text
+            if turn:
+                assert gen.reuse_stats.reused - before > 100  # the earlier conversation came from the cache
+            steps.append(Step(f"Turn {turn}.", "inventory", "You carry nothing."))
+        assert len(gen.kv.entries) <= 8
+    finally:
+        server.close()
