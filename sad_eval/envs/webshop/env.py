@@ -154,9 +154,11 @@ def _stop_all() -> None:
 class WebShopEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
+    # start_timeout_s: the bundled server loads the catalogue and builds its index first (seconds alone;
+    # past 60 s measured on a 2-core machine with ~10 runnable processes)
     def __init__(self, split: str = "test", data_root: Path | str | None = None, max_steps: int = MAX_STEPS,
                  server_url: str | None = None, oracle: bool = False, timeout_s: float = 10.0,
-                 retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 60.0,
+                 retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 300.0,
                  obs_format: str = "full"):
         if obs_format not in OBS_FORMATS:
             raise SadEvalError(f"unknown WebShop obs_format {obs_format!r}; choose one of {', '.join(OBS_FORMATS)}")
