@@ -177,7 +177,18 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
                 policy = make_policy(cfg.spec)
                 factory = lambda: make_env(env_name, split=cfg.split, **cfg.env_kwargs)  # noqa: E731
                 rollout(factory, policy, env_name, cfg.split, todo, cfg.seed, cfg.batch, record)
+    _warn_blind_turns(new)
     return new
+
+
+def _warn_blind_turns(episodes: list[Episode]) -> None:
+    """The context policy keeps the latest observation; say so when a turn's context could not."""
+    import warnings
+
+    seen = [s.obs_visible for e in episodes for s in e.steps if s.obs_visible is not None]
+    if seen and not all(seen):
+        warnings.warn(f"the latest observation did not fit in the context of {seen.count(False)} of {len(seen)} "
+                      "turns (raise --max-context)", stacklevel=2)
 
 
 class _Progress:

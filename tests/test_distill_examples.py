@@ -160,9 +160,16 @@ def test_eval_context_equals_the_training_context_on_long_episodes(episodes, smo
     """Replay every turn of the long episodes: the harness's context for the turn (token ids) is
     exactly the training window's prefix before that turn, and holds the latest observation."""
     tok = smol_tokenizer
-    long_eps = [e for e in episodes if e.success and len(e.steps) >= 5]
-    assert long_eps
-    for seq_len in (512, 1024):
+    long_eps = []
+    for env, turns in (("alfworld", 32), ("webshop", 15)):
+        ep = copy.deepcopy(max((e for e in episodes if e.env == env and e.success), key=lambda e: len(e.steps)))
+        base = list(ep.steps)
+        ep.steps = [copy.deepcopy(base[i % len(base)]) for i in range(turns)]  # a long episode of real turns
+        for i, st in enumerate(ep.steps):
+            st.observation = f"[turn {i}] " + st.observation
+        long_eps.append(ep)
+    worked = 0
+    for seq_len in (1024, 2048):
         for ep in long_eps:
             windows = episode_examples(ep, tok, seq_len=seq_len, reserve=64)
             where = {turn: (ex, t0) for ex in windows for turn, t0, _ in ex.turn_tokens}
@@ -174,7 +181,8 @@ def test_eval_context_equals_the_training_context_on_long_episodes(episodes, smo
                 assert ctx.tokens <= seq_len - 64 and ctx.obs_visible
                 if k:
                     assert ep.steps[k - 1].observation.strip()[:40] in ctx.text
-
+                worked += seq_len == 1024 and (ctx.elided > 0 or ctx.dropped > 0)
+    assert worked  # the window was small enough for the policy to elide
 
 def test_hotpotqa_finish_is_an_answer_line_in_the_act_span(episodes, smol_tokenizer):
     examples, _ = _build([e for e in episodes if e.env == "hotpotqa" and e.success], smol_tokenizer, seq_len=4096)
