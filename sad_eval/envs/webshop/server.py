@@ -182,8 +182,15 @@ def serve(host: str = "127.0.0.1", port: int = 3000, data_root: Path | None = No
 
     shop = build_shop(data_root, max_sessions, ttl_s, show_attrs)
     # keep-alive clients (one per env) need more than waitress's default 100 connections
-    server = create_server(create_app(shop), host=host, port=port, threads=threads,
-                           connection_limit=1000, ident="sad-eval-webshop")
+    try:
+        server = create_server(create_app(shop), host=host, port=port, threads=threads,
+                               connection_limit=1000, ident="sad-eval-webshop")
+    except OSError as e:  # port in use, address not on this machine, no permission
+        from sad_eval.errors import SadEvalError
+
+        raise SadEvalError(f"cannot listen on {host}:{port}: {e.strerror or e}"
+                           + (" (another server is there: choose another --port, or 0 for any free one)"
+                              if e.errno == 98 else "")) from None
     url = f"http://{host}:{server.effective_port}"
     if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
         echo(f"warning: serving on non-loopback address {host}")
