@@ -1,7 +1,8 @@
 """The offline "Wikipedia" of HotPotQA-ReAct: every paragraph of the HotPotQA data file, one per title.
 
 Built once from ``hotpotqa/hotpotqa_with_context.jsonl`` into ``cache_root()/indexes/`` and loaded
-from there afterwards (pickle + a saved ``bm25s`` index). The folder name carries the source file's
+from there afterwards (JSON + a saved ``bm25s`` index; never pickle, so a planted cache file cannot
+run code). The folder name carries the source file's
 SHA-256 and the format version, so a changed data file (or a new format) builds a fresh index and
 a stale one is never read.
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -149,10 +149,7 @@ def build_index(source: Path, dest: Path, log=None) -> BuildStats:
     bm25.index(corpus_tokens, show_progress=False)
     dest.mkdir(parents=True)
     bm25.save(str(dest / "bm25"), show_progress=False)
-    with open(dest / "pages.pkl", "wb") as f:
-        pickle.dump({"titles": titles, "sentences": sentences}, f, protocol=pickle.HIGHEST_PROTOCOL)
-    with open(dest / "questions.pkl", "wb") as f:
-        pickle.dump(questions, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_tables(dest, titles, sentences, questions)
     stats.build_s = time.perf_counter() - t0
     meta = {"format": FORMAT_VERSION, "source": str(source), "sha256": sha256_file(source),
             **stats.__dict__}
@@ -160,6 +157,26 @@ def build_index(source: Path, dest: Path, log=None) -> BuildStats:
     if log:
         log(f"built the HotPotQA wiki index ({stats.titles} titles) in {stats.build_s:.1f}s: {dest}")
     return stats
+
+
+PAGES_FILE, QUESTIONS_FILE = "pages.json", "questions.json"
+
+
+def _write_tables(dest: Path, titles: list[str], sentences: list[list[str]],
+                  questions: dict[str, dict[str, Any]]) -> None:
+    from sad_eval.statefiles import write_text_atomic
+
+    write_text_atomic(dest / PAGES_FILE, json.dumps({"titles": titles, "sentences": sentences}, ensure_ascii=False))
+    write_text_atomic(dest / QUESTIONS_FILE, json.dumps(questions, ensure_ascii=False))
+
+
+def _add_json_tables(path: Path, source: Path) -> None:
+    """An index folder built by an older version holds its tables as pickles, which are never
+    loaded: the JSON tables are rebuilt from the data file beside them (the BM25 index is kept;
+    nothing is removed, so older readers of the folder keep working)."""
+    pages, questions, _ = read_source(source)
+    titles = sorted(pages)
+    _write_tables(path, titles, [pages[t] for t in titles], questions)
 
 
 def index_root() -> Path:
@@ -186,6 +203,8 @@ def ensure_index(data_root: Path | None = None, rebuild: bool = False, log=None)
         if rebuild and final.exists():
             shutil.rmtree(final, ignore_errors=True)
         if (final / "meta.json").is_file():
+            if not (final / QUESTIONS_FILE).is_file():
+                _add_json_tables(final, source)
             return final
         index_root().mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{INDEX_PREFIX}-build-", dir=index_root()))
@@ -278,10 +297,8 @@ _STORES: dict[Path, WikiStore] = {}
 def load_index(path: Path) -> WikiStore:
     import bm25s
 
-    with open(path / "pages.pkl", "rb") as f:
-        pages = pickle.load(f)
-    with open(path / "questions.pkl", "rb") as f:
-        questions = pickle.load(f)
+    pages = json.loads((path / PAGES_FILE).read_text(encoding="utf-8"))
+    questions = json.loads((path / QUESTIONS_FILE).read_text(encoding="utf-8"))
     bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0)
     meta = json.loads((path / "meta.json").read_text())
     return WikiStore(pages["titles"], pages["sentences"], questions, bm25, path, meta)
