@@ -486,3 +486,113 @@ def test_two_identical_webshop_runs_write_identical_jsonl_and_leave_no_temp_dirs
     assert outs[0] == outs[1]
     assert outs[0][0]["meta"]["session_id"].endswith("_fixed_0")
     assert list(tmp.iterdir()) == []
+
+
+# ================================================================ 8. WebShop server input
+
+
+@pytest.fixture(scope="module")
+def shop_app(data_root):
+    from sad_eval.envs.webshop.server import build_shop, create_app
+
+    return create_app(build_shop(data_root))
+
+
+@pytest.mark.parametrize("page", ["¹", "²", "①", "٣"])
+def test_webshop_non_ascii_digit_pages_are_400(shop_app, page):
+    from urllib.parse import quote
+
+    c = shop_app.test_client()
+    assert c.get("/fixed_1").status_code == 200
+    r = c.get(f"/search_results/fixed_1/{quote(repr(['shoe']))}/{quote(page)}")
+    assert r.status_code == 400 and b"bad page number" in r.data
+
+
+def test_webshop_session_id_with_a_trailing_newline_is_refused(shop_app):
+    r = shop_app.test_client().get("/abc%0A")
+    assert r.status_code == 400 and b"bad session id" in r.data
+
+
+def test_webshop_refuses_a_huge_body_before_reading_it(shop_app):
+    from sad_eval.envs.webshop.server import MAX_BODY, create_wsgi_server
+
+    httpd = create_wsgi_server(shop_app, "127.0.0.1", 0, threads=2)
+
+    def run() -> None:
+        try:
+            httpd.run()
+        except OSError:  # close() from this thread pulls the socket out from under select()
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", httpd.effective_port), timeout=10) as s:
+            # announce 100 MB, send a few bytes: the answer must come without the rest
+            s.sendall(b"POST /fixed_1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: 104857600\r\n\r\nsearch_query=")
+            status = s.recv(200).split(b"\r\n", 1)[0]
+        assert b"413" in status, status
+        r = shop_app.test_client().post("/fixed_1", data={"search_query": "x" * (MAX_BODY + 1)})
+        assert r.status_code == 413
+    finally:
+        httpd.close()
+
+
+# ================================================================ 7. the model server's request parser
+
+
+@pytest.fixture(scope="module")
+def model_client(tiny_checkpoint):
+    from sad_eval.agents.serve_model import build
+
+    app, server = build(str(tiny_checkpoint), name="tiny", max_batch=2)
+    yield app.test_client(), server
+    server.close()
+
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0}
+
+
+def _post(client, path, body):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(path, data=data, content_type="application/json")
+
+
+def test_a_huge_prompt_is_413_at_once_and_holds_no_lock(model_client):
+    client, server = model_client
+    t0 = time.perf_counter()
+    r = _post(client, "/v1/completions", {"model": "tiny", "prompt": "word " * 1_580_000, "max_tokens": 1})
+    assert r.status_code == 413 and "characters" in r.get_json()["error"]["message"]
+    assert time.perf_counter() - t0 < 5  # refused before tokenising (it used to take ~29 s)
+    r = _post(client, "/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "x" * 10**6}]})
+    assert r.status_code == 413
+    assert not hasattr(server, "_tok_lock")  # no lock shared by request threads
+    toks = []
+    threading.Thread(target=lambda: toks.append(server._tok())).start()
+    time.sleep(1)
+    assert toks and toks[0] is not server._tok()  # each thread tokenises with its own
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ('{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 2}', 400, "surrogate"),
+    ('{"model": "tiny", "prompt": "a\\udfff", "max_tokens": 2}', 400, "surrogate"),
+    ("[" * 100_000 + "]" * 100_000, 400, "nests deeper"),
+    ('{"model": "tiny", "prompt": ""}', 400, "must not be empty"),
+    ('{"model": "tiny", "prompt": ["ok", ""]}', 400, "must not be empty"),
+    ('{"model": "tiny", "prompt": "x", "logprobs": 2}', 400, "'logprobs' is not supported"),
+    ('{"model": "tiny", "prompt": "x", "echo": true}', 400, "'echo' is not supported"),
+    ('{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}', 400,
+     "'tools' is not supported"),
+])
+def test_model_server_bad_inputs_are_4xx(model_client, body, status, needle):
+    client, _ = model_client
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    r = _post(client, path, body)
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    assert needle in r.get_json()["error"]["message"]
+
+
+def test_model_server_still_accepts_default_valued_fields(model_client):
+    client, _ = model_client
+    r = _post(client, "/v1/chat/completions", {**CHAT, "logprobs": False, "tools": [], "presence_penalty": 0})
+    assert r.status_code == 200 and r.get_json()["choices"][0]["message"]["role"] == "assistant"
