@@ -1,8 +1,8 @@
 """The offline "Wikipedia" of HotPotQA-ReAct: every paragraph of the HotPotQA data file, one per title.
 
 Built once from ``hotpotqa/hotpotqa_with_context.jsonl`` into ``cache_root()/indexes/`` and loaded
-from there afterwards (JSON + a saved ``bm25s`` index; never pickle, so a planted cache file cannot
-run code). The folder name carries the source file's
+from there afterwards (plain text + JSON + a saved ``bm25s`` index; never pickle, so a planted cache
+file cannot run code). The folder name carries the source file's
 SHA-256 and the format version, so a changed data file (or a new format) builds a fresh index and
 a stale one is never read.
 
@@ -159,20 +159,36 @@ def build_index(source: Path, dest: Path, log=None) -> BuildStats:
     return stats
 
 
-PAGES_FILE, QUESTIONS_FILE = "pages.json", "questions.json"
+PAGES_FILE, QUESTIONS_FILE = "pages.txt", "questions.json"
+# pages.txt: one record per page, `title US sentence US sentence ...`, records joined by RS. Plain
+# text, so loading runs no code (unlike the pickle it replaces), and splitting it is about twice as
+# fast as parsing the same 19 MB as JSON (measured on a loaded 2-core machine: 1.0 s vs 2.0 s;
+# the pickle took 0.4 s)
+_RS, _US = "\x1e", "\x1f"
 
 
 def _write_tables(dest: Path, titles: list[str], sentences: list[list[str]],
                   questions: dict[str, dict[str, Any]]) -> None:
     from sad_eval.statefiles import write_text_atomic
 
-    write_text_atomic(dest / PAGES_FILE, json.dumps({"titles": titles, "sentences": sentences}, ensure_ascii=False))
+    records = []
+    for title, sents in zip(titles, sentences):
+        if any(_RS in x or _US in x for x in (title, *sents)):
+            raise ValueError(f"page {title!r} contains a record separator (U+001E/U+001F)")
+        records.append(_US.join((title, *sents)))
+    write_text_atomic(dest / PAGES_FILE, _RS.join(records))
     write_text_atomic(dest / QUESTIONS_FILE, json.dumps(questions, ensure_ascii=False))
 
 
-def _add_json_tables(path: Path, source: Path) -> None:
+def _read_pages(path: Path) -> tuple[list[str], list[list[str]]]:
+    text = path.read_bytes().decode("utf-8")  # bytes: no newline translation, and 3x faster than read_text
+    records = [r.split(_US) for r in text.split(_RS)] if text else []
+    return [r[0] for r in records], [r[1:] for r in records]
+
+
+def _add_safe_tables(path: Path, source: Path) -> None:
     """An index folder built by an older version holds its tables as pickles, which are never
-    loaded: the JSON tables are rebuilt from the data file beside them (the BM25 index is kept;
+    loaded: the text/JSON tables are rebuilt from the data file beside them (the BM25 index is kept;
     nothing is removed, so older readers of the folder keep working)."""
     pages, questions, _ = read_source(source)
     titles = sorted(pages)
@@ -203,8 +219,8 @@ def ensure_index(data_root: Path | None = None, rebuild: bool = False, log=None)
         if rebuild and final.exists():
             shutil.rmtree(final, ignore_errors=True)
         if (final / "meta.json").is_file():
-            if not (final / QUESTIONS_FILE).is_file():
-                _add_json_tables(final, source)
+            if not (final / QUESTIONS_FILE).is_file() or not (final / PAGES_FILE).is_file():
+                _add_safe_tables(final, source)
             return final
         index_root().mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{INDEX_PREFIX}-build-", dir=index_root()))
@@ -297,11 +313,11 @@ _STORES: dict[Path, WikiStore] = {}
 def load_index(path: Path) -> WikiStore:
     import bm25s
 
-    pages = json.loads((path / PAGES_FILE).read_text(encoding="utf-8"))
-    questions = json.loads((path / QUESTIONS_FILE).read_text(encoding="utf-8"))
+    titles, sentences = _read_pages(path / PAGES_FILE)
+    questions = json.loads((path / QUESTIONS_FILE).read_bytes())
     bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0)
     meta = json.loads((path / "meta.json").read_text())
-    return WikiStore(pages["titles"], pages["sentences"], questions, bm25, path, meta)
+    return WikiStore(titles, sentences, questions, bm25, path, meta)
 
 
 def load_store(data_root: Path | None = None, rebuild: bool = False, log=None) -> WikiStore:
