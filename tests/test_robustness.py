@@ -596,3 +596,30 @@ def test_model_server_still_accepts_default_valued_fields(model_client):
     client, _ = model_client
     r = _post(client, "/v1/chat/completions", {**CHAT, "logprobs": False, "tools": [], "presence_penalty": 0})
     assert r.status_code == 200 and r.get_json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_wiki_index_never_unpickles_a_planted_cache_file(tmp_path, monkeypatch, data_root):
+    """11: a cache folder from an older version (or planted) holds pickles; they are never loaded."""
+    import pickle
+    import shutil
+
+    from sad_eval.envs import wiki_store
+
+    real = wiki_store.ensure_index(data_root)
+    monkeypatch.setenv("SAD_EVAL_DATA", str(data_root))
+    monkeypatch.setenv("SAD_EVAL_CACHE", str(tmp_path / "cache"))
+    fake = wiki_store.index_root() / real.name
+    fake.mkdir(parents=True)
+    shutil.copytree(real / "bm25", fake / "bm25")
+    shutil.copyfile(real / "meta.json", fake / "meta.json")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("pages.pkl", "questions.pkl"):
+        (fake / name).write_bytes(pickle.dumps(Evil()))
+    store = wiki_store.load_index(wiki_store.ensure_index(data_root))
+    assert not marker.exists()
+    assert len(store.titles) == len(wiki_store.load_index(real).titles) > 30_000
