@@ -199,6 +199,13 @@ def inputs_hash(settings: dict[str, Any], files: list[Path] = ()) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class Incomplete:
+    """What a stage returns when it ended without finishing its work (e.g. errored episodes)."""
+
+    reason: str
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -250,8 +257,12 @@ class Stages:
         self.log(f"[bold]run[/]  {_escape(name)}")
         t0 = time.perf_counter()
         self._record(name, "running", command, 0.0)
-        fn()
+        result = fn()
         dt = time.perf_counter() - t0
+        if isinstance(result, Incomplete):  # not stamped: the next run resumes (and retries) it
+            self.log(f"[yellow]incomplete[/] {_escape(name)}: {_escape(result.reason)}; rerun to retry")
+            self._record(name, "incomplete", command, dt)
+            return True
         write_json_atomic(stamp, {"inputs": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": dt},
                           indent=None)
         self._record(name, "done", command, dt)
@@ -360,7 +371,10 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
 
 
 def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
-             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool) -> None:
+             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str,
+             progress: bool) -> Incomplete | None:
+    """Run (or resume) one trajectory file; `Incomplete` when episodes errored (env or server
+    failures), so that the stage is not stamped and a rerun retries them."""
     from sad_eval.agents.experts import expert_env_kwargs
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
@@ -375,6 +389,13 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
                      base_url=plan.base_url if agent == plan.teacher else None)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                       samples=samples, env_kwargs=env_kwargs, kind=kind), progress=progress)
+    from sad_eval.trajectory import read_trajectories
+
+    errored = [ep for ep in read_trajectories(out) if ep.status == "error"] if out.is_file() else []
+    if errored:
+        first = (errored[0].error or "unknown error").splitlines()[0][:200]
+        return Incomplete(f"{len(errored)} episodes of {out.name} errored (first: {first})")
+    return None
 
 
 def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
@@ -442,16 +463,18 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
 
         os.environ["SAD_EVAL_THREADS"] = str(e["threads"])
 
-    def go() -> None:
+    def go() -> Incomplete | None:
         # a changed checkpoint invalidates earlier episodes
         stamp = root / "stages" / f"eval-{key}-{plan.name}.partial"
         if _stamp_text(stamp) != digest:
             out.unlink(missing_ok=True)
             out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json").unlink(missing_ok=True)
         write_text_atomic(stamp, digest)
-        _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
-                 decoding, plan.max_steps, "eval", progress)
-        stamp.unlink(missing_ok=True)
+        result = _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
+                          decoding, plan.max_steps, "eval", progress)
+        if result is None:
+            stamp.unlink(missing_ok=True)  # kept otherwise: the rerun resumes this file
+        return result
 
     cmd = (f"sad-eval eval --agent {ckpt} --env {plan.name} --split {plan.eval_split}"
            + (f" -n {plan.eval_tasks}" if plan.eval_tasks else "") + (f" --max-steps {plan.max_steps}" if plan.max_steps else "")

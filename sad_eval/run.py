@@ -204,7 +204,10 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
     write_json_atomic(manifest_path(out), manifest)
 
     new: list[Episode] = []
-    bar = _Progress(len(jobs), len(jobs) - len(todo), f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}",
+    from rich.markup import escape
+
+    # the description is rich markup: a checkpoint path like `ckpt/[v2]` must show as text
+    bar = _Progress(len(jobs), len(jobs) - len(todo), escape(f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}"),
                     enabled=progress)
     with TrajectoryWriter(out) as writer, bar:
         def record(ep: Episode) -> None:

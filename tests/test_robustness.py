@@ -267,6 +267,19 @@ def test_eval_against_a_dead_server_says_so_and_exits_non_zero(tmp_path, data_ro
     one_line_error(rc, err, "all 1 episodes errored")
 
 
+def test_an_experiment_stage_with_errored_episodes_is_not_stamped(tmp_path):
+    from sad_eval.experiment import Incomplete, Stages
+
+    root = tmp_path / "run"
+    notes: list[str] = []
+    stages = Stages(root, notes.append)
+    assert stages.run("eval-x", "d", lambda: Incomplete("2 episodes of x.jsonl errored"), "cmd") is True
+    assert not (root / "stages" / "eval-x.json").exists() and any("incomplete" in n for n in notes)
+    assert json.loads((root / "manifest.json").read_text())["stages"]["eval-x"]["status"] == "incomplete"
+    ran = []
+    assert Stages(root, notes.append).run("eval-x", "d", lambda: ran.append(1), "cmd") is True and ran == [1]
+
+
 # ================================================================ 6. one writer per output file
 
 
