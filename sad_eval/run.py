@@ -171,7 +171,6 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
 
     On resume, episodes recorded as errored (an env or server failure, not a task failure) are
     dropped from the file and run again unless ``cfg.retry_errors`` is off."""
-    env_name = cfg.spec.env
     out = Path(cfg.out)
     # one writer per output file for the whole run: a second one would duplicate episodes
     lock = FileLock(out, "sad-eval run").acquire()
