@@ -581,8 +581,9 @@ def test_a_huge_prompt_is_413_at_once_and_holds_no_lock(model_client):
     assert r.status_code == 413
     assert not hasattr(server, "_tok_lock")  # no lock shared by request threads
     toks = []
-    threading.Thread(target=lambda: toks.append(server._tok())).start()
-    time.sleep(1)
+    t = threading.Thread(target=lambda: toks.append(server._tok()))
+    t.start()
+    t.join(60)
     assert toks and toks[0] is not server._tok()  # each thread tokenises with its own
 
 
