@@ -42,6 +42,13 @@ COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad
 STATE = {"debug": False}
 
 
+def _plain(message: str) -> None:
+    """Print a line that holds user text (paths, names) as text, not rich markup."""
+    from rich.markup import escape
+
+    console.print(escape(str(message)), highlight=False)
+
+
 @app.callback(invoke_without_command=True)
 def root(ctx: typer.Context,
          agent: Optional[str] = typer.Option(None, "--agent", help="Bare form: evaluate this agent (see `eval`)."),
@@ -79,7 +86,7 @@ def data_install(
     from sad_eval import data
     from sad_eval.paths import default_data_source
 
-    data.install(source or default_data_source(), dest, link=link, log=console.print)
+    data.install(source or default_data_source(), dest, link=link, log=_plain)
 
 
 @data_app.command("status")
@@ -114,7 +121,7 @@ def models_pull(
 
     if name != models.SMOLLM2:
         raise SadEvalError(f"unknown model {name!r}; the embedded model is {models.SMOLLM2}")
-    models.pull_smollm2(source=source, log=console.print)
+    models.pull_smollm2(source=source, log=_plain)
 
 
 @models_app.command("list")
@@ -125,9 +132,9 @@ def models_list():
     d = models.models_dir()
     found = sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
     for name in found:
-        console.print(f"{name}\t{d / name}")
+        _plain(f"{name}\t{d / name}")
     if not found:
-        console.print(f"no models in {d}; run `sad-eval models pull smollm2-135m`")
+        _plain(f"no models in {d}; run `sad-eval models pull smollm2-135m`")
 
 
 # ------------------------------------------------------------------ segment / metrics / report
@@ -185,7 +192,7 @@ def segment_cmd(
     if html:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(html_page(blocks))
-        console.print(f"wrote {html}")
+        _plain(f"wrote {html}")
     if check and overlaps:
         raise SadEvalError(f"{overlaps} tokens are in both masks")
     if check:
@@ -261,7 +268,7 @@ def report_cmd(
         text = tables.render(df, "md" if fmt == "table" else fmt)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        console.print(f"wrote {out}")
+        _plain(f"wrote {out}")
         return
     text = tables.render(df, fmt, title="sad-eval report")
     if text is not None:
@@ -287,6 +294,16 @@ def _click_kinds() -> dict[str, tuple[type, ...]]:
     return {k: tuple(getattr(m, k) for m in mods if hasattr(m, k)) for k in ("Exit", "ClickException", "Abort")}
 
 
+def print_error(message: str) -> None:
+    """One error line. The message carries user text (paths, URLs, task ids) that must print as
+    it is, never as rich markup (`a[b]c`, `[/x]`), and never a URL's credentials."""
+    from rich.markup import escape
+
+    from sad_eval.errors import redact_url
+
+    err_console.print(f"[bold red]error:[/] {escape(redact_url(message))}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -296,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     except SadEvalError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(str(e))
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e.strerror}: {e.filename}", highlight=False, soft_wrap=True)
+        print_error(f"{e.strerror}: {e.filename}")
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

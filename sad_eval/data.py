@@ -47,8 +47,26 @@ def read_sums(source: Path) -> dict[str, str]:
         parts = line.split(None, 1)
         if len(parts) != 2 or len(parts[0]) != 64:
             raise SadEvalError(f"{sums_path}:{n}: not a 'sha256  path' line")
-        sums[os.path.normpath(parts[1].strip().lstrip("*"))] = parts[0].lower()
+        sums[_safe_relpath(parts[1].strip().lstrip("*"), sums_path, n)] = parts[0].lower()
     return sums
+
+
+def _safe_relpath(entry: str, sums_path: Path, n: int) -> str:
+    """A SHA256SUMS entry as a path inside the tree; an absolute path or one that climbs out with
+    `..` is refused (it would read or write, and unlink, files outside source and destination)."""
+    rel = os.path.normpath(entry)
+    if (not entry or os.path.isabs(entry) or os.path.isabs(rel) or rel == "."
+            or rel == ".." or rel.startswith(".." + os.sep) or "\x00" in entry):
+        raise SadEvalError(f"{sums_path}:{n}: refusing entry {entry!r}: paths must stay inside the data tree")
+    return rel
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
 
 
 def sha256_file(path: Path) -> str:
@@ -89,6 +107,12 @@ def install(source: Path, dest: Path | None = None, link: bool = False, log=prin
         if not missing:
             log(f"data already installed in {dest}")
             return dest
+    # a folder of the destination that is a symlink could still lead a write outside it
+    dest_real = dest.resolve()
+    for rel in sums:
+        if not _inside(dest_real, (dest / rel).parent.resolve()) or not _inside(source, (source / rel).parent.resolve()):
+            raise SadEvalError(f"{source / SUMS_FILE}: refusing entry {rel!r}: it leads outside the "
+                               "source or the destination")
     problems = verify(source, sums)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; … {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -107,7 +131,9 @@ def install(source: Path, dest: Path | None = None, link: bool = False, log=prin
     shutil.copyfile(source / SUMS_FILE, dest / SUMS_FILE)
     if (source / "PROVENANCE.md").is_file():
         shutil.copyfile(source / "PROVENANCE.md", dest / "PROVENANCE.md")
-    marker.write_text(json.dumps({"source": str(source), "files": len(sums), "link": link}))
+    from sad_eval.statefiles import write_json_atomic
+
+    write_json_atomic(marker, {"source": str(source), "files": len(sums), "link": link}, indent=None)
     log(f"installed {len(sums)} files from {source} into {dest} ({'linked' if link else 'copied'})")
     return dest
 

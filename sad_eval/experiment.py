@@ -27,6 +27,7 @@ import yaml
 
 from sad_eval.data import sha256_file
 from sad_eval.errors import SadEvalError
+from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_atomic, write_text_atomic
 
 ENVS = ("alfworld", "webshop", "hotpotqa")
 DEFAULT_TEACHER = {"alfworld": "expert", "webshop": "oracle", "hotpotqa": "oracle"}
@@ -76,46 +77,108 @@ class ExperimentConfig:
         return int(self.eval.get("max_new_tokens", 64))
 
 
+def _expect(path: Path, where: str, value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is a ``kind`` (a bool is no integer here), else one error naming ``where``."""
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SadEvalError(f"{path}: {where} must be {what}, got {type(value).__name__} {_brief(value)}")
+    return value
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_distill(path: Path, opts: dict[str, Any]) -> None:
+    """The distill section holds `TrainConfig` fields: unknown names and wrong scalar types are
+    reported here, not as a traceback deep inside training."""
+    import dataclasses
+
+    from sad_eval.distill.trainer import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key, v in opts.items():
+        f = fields.get(key)
+        if f is None or key in ("data", "student", "out", "method", "seed", "resume", "init_from_layers"):
+            raise SadEvalError(f"{path}: distill.{key} is not a distill setting")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if v is None or default is None:
+            continue
+        want = type(default)
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) if want is float else \
+            isinstance(v, want) and (want is bool or not isinstance(v, bool))
+        if not ok:
+            raise SadEvalError(f"{path}: distill.{key} must be {want.__name__}, got {_brief(v)}")
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise SadEvalError(f"experiment config not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise SadEvalError(f"{path}: not UTF-8 text (byte {e.start}); an experiment config is YAML") from None
     except yaml.YAMLError as e:
         raise SadEvalError(f"{path}: not valid YAML ({e})") from e
+    _expect(path, "the config", raw, dict, "a mapping of name, envs, students, ...")
     known = {"name", "envs", "students", "methods", "seeds", "distill", "eval", "collect", "report"}
-    unknown = set(raw) - known
+    unknown = set(map(str, raw)) - known
     if unknown:
         raise SadEvalError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
     envs = []
-    for name, plan in (raw.get("envs") or {}).items():
+    for name, plan in _expect(path, "envs", raw.get("envs") or {}, dict, "a mapping env -> settings").items():
         if name not in ENVS:
             raise SadEvalError(f"{path}: unknown env {name!r}; choose from {', '.join(ENVS)}")
-        plan = dict(plan or {})
+        plan = dict(_expect(path, f"envs.{name}", plan or {}, dict, "a mapping of settings"))
         plan.setdefault("eval_split", DEFAULT_EVAL_SPLIT[name])
         plan.setdefault("teacher", DEFAULT_TEACHER[name])
         try:
             envs.append(EnvPlan(name=name, **plan))
         except TypeError as e:
             raise SadEvalError(f"{path}: envs.{name}: {e}") from e
+        for key in ("train_tasks", "eval_tasks", "max_steps"):
+            v = plan.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise SadEvalError(f"{path}: envs.{name}.{key} must be a positive integer, got {_brief(v)}")
+        for key in ("train_split", "eval_split", "teacher"):
+            _expect(path, f"envs.{name}.{key}", plan.get(key, ""), str, "a string")
     if not envs:
         raise SadEvalError(f"{path}: no envs")
     students = []
-    for s in raw.get("students") or []:
-        s = {"student": s} if isinstance(s, str) else dict(s)
+    for i, s in enumerate(_expect(path, "students", raw.get("students") or [], list, "a list")):
+        s = {"student": s} if isinstance(s, str) else dict(_expect(path, f"students[{i}]", s, dict,
+                                                                    "a name or a mapping"))
         s.setdefault("name", s.get("student"))
-        students.append(Student(**s))
-    methods = list(raw.get("methods") or ["sad", "token"])
+        try:
+            student = Student(**s)
+        except TypeError as e:
+            raise SadEvalError(f"{path}: students[{i}]: {e}") from e
+        _expect(path, f"students[{i}].student", student.student, str, "a string")
+        _expect(path, f"students[{i}].name", student.name, str, "a string")
+        if student.init_from_layers is not None:
+            _expect(path, f"students[{i}].init_from_layers", student.init_from_layers, int, "an integer")
+        students.append(student)
+    methods = list(_expect(path, "methods", raw.get("methods") or ["sad", "token"], list, "a list"))
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SadEvalError(f"{path}: unknown methods {bad}; choose from {', '.join(METHODS)}")
     if not students:
         raise SadEvalError(f"{path}: no students")
-    return ExperimentConfig(name=raw.get("name", path.stem), envs=envs, students=students, methods=methods,
-                            seeds=list(raw.get("seeds") or [0]), distill=dict(raw.get("distill") or {}),
-                            eval=dict(raw.get("eval") or {}), collect=dict(raw.get("collect") or {}),
-                            report=dict(raw.get("report") or {}), raw=raw)
+    seeds = list(_expect(path, "seeds", raw.get("seeds") or [0], list, "a list of integers"))
+    for sd in seeds:
+        _expect(path, "seeds", sd, int, "a list of integers")
+    sections = {k: dict(_expect(path, k, raw.get(k) or {}, dict, "a mapping"))
+                for k in ("distill", "eval", "collect", "report")}
+    for sec, keys in (("eval", ("batch", "max_new_tokens", "threads")), ("collect", ("workers", "samples", "batch"))):
+        for key, v in sections[sec].items():
+            if key in keys and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise SadEvalError(f"{path}: {sec}.{key} must be a positive integer, got {_brief(v)}")
+    _check_distill(path, sections["distill"])
+    name = raw.get("name", path.stem)
+    _expect(path, "name", name, str, "a string")
+    return ExperimentConfig(name=name, envs=envs, students=students, methods=methods,
+                            seeds=seeds, raw=raw, **sections)
 
 
 # ---------------------------------------------------------------- stage bookkeeping
@@ -137,6 +200,19 @@ def inputs_hash(settings: dict[str, Any], files: list[Path] = ()) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class Incomplete:
+    """What a stage returns when it ended without finishing its work (e.g. errored episodes)."""
+
+    reason: str
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)  # stage names carry the config's student names: print them as text
+
+
 class Stages:
     """Stamps and the manifest of one run directory."""
 
@@ -145,21 +221,51 @@ class Stages:
         self.log = log
         (root / "stages").mkdir(parents=True, exist_ok=True)
         self.manifest_path = root / "manifest.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {"stages": {}}
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> dict[str, Any]:
+        """The manifest is a record, rebuilt from the stages as they run: an unreadable one (torn
+        by a kill under an older version) is set aside with a note instead of stopping the run."""
+        if not self.manifest_path.is_file():
+            return {"stages": {}}
+        try:
+            m = read_json_state(self.manifest_path, "experiment manifest")
+        except CorruptStateFile as e:
+            m = None
+            self.log(f"[yellow]note:[/] {_escape(str(e).split(';')[0])}; rebuilding it")
+        if not isinstance(m, dict) or not isinstance(m.get("stages"), dict):
+            return {"stages": {}}
+        return m
+
+    def stamp_matches(self, stamp: Path, digest: str) -> bool:
+        """Whether a stage's stamp records ``digest`` (an unreadable stamp just means: run again)."""
+        if not stamp.is_file():
+            return False
+        try:
+            data = read_json_state(stamp, "stage stamp")
+        except CorruptStateFile:
+            self.log(f"[yellow]note:[/] unreadable stamp {_escape(str(stamp))}: the stage runs again")
+            return False
+        return isinstance(data, dict) and data.get("inputs") == digest
 
     def run(self, name: str, digest: str, fn: Callable[[], Any], command: str) -> bool:
         """Run ``fn`` unless the stage's stamp matches ``digest``; returns True if it ran."""
         stamp = self.root / "stages" / f"{name}.json"
-        if stamp.is_file() and json.loads(stamp.read_text()).get("inputs") == digest:
-            self.log(f"[dim]skip[/] {name} (inputs unchanged)")
+        if self.stamp_matches(stamp, digest):
+            self.log(f"[dim]skip[/] {_escape(name)} (inputs unchanged)")
             self._record(name, "skipped", command, 0.0)
             return False
-        self.log(f"[bold]run[/]  {name}")
+        self.log(f"[bold]run[/]  {_escape(name)}")
         t0 = time.perf_counter()
         self._record(name, "running", command, 0.0)
-        fn()
+        result = fn()
         dt = time.perf_counter() - t0
-        stamp.write_text(json.dumps({"inputs": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": dt}))
+        if isinstance(result, Incomplete):  # not stamped: the next run resumes (and retries) it
+            self.log(f"[yellow]incomplete[/] {_escape(name)}: {_escape(result.reason)}; rerun to retry")
+            self._record(name, "incomplete", command, dt)
+            return True
+        write_json_atomic(stamp, {"inputs": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": dt},
+                          indent=None)
         self._record(name, "done", command, dt)
         return True
 
@@ -168,7 +274,10 @@ class Stages:
         entry.update(status=status, command=command)
         if status == "done":
             entry["seconds"] = round(seconds, 1)
-        self.manifest_path.write_text(json.dumps(self.manifest, indent=2))
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.manifest_path, self.manifest)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -191,6 +300,14 @@ def _show_warning(log: Callable[[str], Any], msg: Any) -> None:
 
     if str(msg).startswith("warning:"):
         log(f"     [yellow]{escape(str(msg))}[/]")
+
+
+def _stamp_text(stamp: Path) -> str | None:
+    """A `.partial` stamp's digest (None when missing or unreadable: the stage starts over)."""
+    try:
+        return stamp.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def student_key(student: Student, method: str, seed: int) -> str:
@@ -250,13 +367,15 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
         stages.run("report", digest, lambda: write_report(root, cfg, merge=[Path(m) for m in merge]),
                    f"sad-eval report {root}" + "".join(f" --merge {m}" for m in merge))
     stages.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    stages.manifest_path.write_text(json.dumps(stages.manifest, indent=2))
+    stages.save()
     return root
 
 
 def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
-             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool,
-             prefix_cache: bool = True) -> None:
+             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str,
+             progress: bool, prefix_cache: bool = True) -> Incomplete | None:
+    """Run (or resume) one trajectory file; `Incomplete` when episodes errored (env or server
+    failures), so that the stage is not stamped and a rerun retries them."""
     from sad_eval.agents.experts import expert_env_kwargs
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
@@ -271,6 +390,13 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
                      base_url=plan.base_url if agent == plan.teacher else None, prefix_cache=prefix_cache)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                       samples=samples, env_kwargs=env_kwargs, kind=kind, subset=plan.subset), progress=progress)
+    from sad_eval.trajectory import read_trajectories
+
+    errored = [ep for ep in read_trajectories(out) if ep.status == "error"] if out.is_file() else []
+    if errored:
+        first = (errored[0].error or "unknown error").splitlines()[0][:200]
+        return Incomplete(f"{len(errored)} episodes of {out.name} errored (first: {first})")
+    return None
 
 
 def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
@@ -305,10 +431,10 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     def go() -> None:
         stamp = root / "stages" / f"distill-{student_key(student, method, seed)}.partial"
         # resume only a run of the same inputs; otherwise start over
-        resume = stamp.is_file() and stamp.read_text() == digest and (out / "training_args.json").is_file()
+        resume = _stamp_text(stamp) == digest and (out / "training_args.json").is_file()
         if not resume:
             shutil.rmtree(out, ignore_errors=True)
-        stamp.write_text(digest)
+        write_text_atomic(stamp, digest)
         opts = dict(distill_opts)
         opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
         tc = TrainConfig(data=[str(d) for d in data], student=student.student, out=str(out), method=method,
@@ -339,17 +465,19 @@ def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int,
 
         os.environ["SAD_EVAL_THREADS"] = str(e["threads"])
 
-    def go() -> None:
+    def go() -> Incomplete | None:
         # a changed checkpoint invalidates earlier episodes
         stamp = root / "stages" / f"eval-{key}-{plan.name}.partial"
-        if not (stamp.is_file() and stamp.read_text() == digest):
+        if _stamp_text(stamp) != digest:
             out.unlink(missing_ok=True)
             out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json").unlink(missing_ok=True)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(digest)
-        _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
-                 decoding, plan.max_steps, "eval", progress, prefix_cache=bool(e.get("prefix_cache", True)))
-        stamp.unlink(missing_ok=True)
+        write_text_atomic(stamp, digest)
+        result = _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
+                          decoding, plan.max_steps, "eval", progress,
+                          prefix_cache=bool(e.get("prefix_cache", True)))
+        if result is None:
+            stamp.unlink(missing_ok=True)  # kept otherwise: the rerun resumes this file
+        return result
 
     cmd = (f"sad-eval eval --agent {ckpt} --env {plan.name} --split {plan.eval_split}"
            + (f" -n {plan.eval_tasks} --subset {plan.subset}" if plan.eval_tasks else "")

@@ -16,7 +16,8 @@ from sad_eval.trajectory import Episode, Step
 
 
 def start_episode(env, env_name: str, task_id: str, sample: int = 0, seed: int | None = None) -> EpisodeState:
-    obs, info = env.reset(seed=seed, options={"task_id": task_id})
+    # the sample index lets an env give each job its own deterministic state (WebShop's session id)
+    obs, info = env.reset(seed=seed, options={"task_id": task_id, "sample": sample})
     return EpisodeState(env=env_name, task_id=info.get("task_id", task_id), task=obs, observation=obs,
                         info=info, sample=sample)
 

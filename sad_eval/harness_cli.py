@@ -18,8 +18,46 @@ def _task_list(tasks: Optional[str]) -> list[str] | None:
         path = Path(tasks[1:])
         if not path.is_file():
             raise SadEvalError(f"task list file not found: {path}")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [t.strip() for t in tasks.split(",") if t.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SadEvalError(f"task list {path} is not UTF-8 text (byte {e.start}); "
+                               "expected one task id per line") from None
+        if "\x00" in text:
+            raise SadEvalError(f"task list {path} is a binary file; expected one task id per line")
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
+        if not ids:
+            raise SadEvalError(f"task list {path} names no task ids")
+        return ids
+    ids = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not ids:
+        raise SadEvalError(f"--tasks {tasks!r} names no task ids")
+    return ids
+
+
+def check_settings(n: Optional[int], temperature: float, top_p: float, max_new_tokens: int,
+                   max_steps: Optional[int], max_context: Optional[int], base_url: Optional[str]) -> None:
+    """Values that would run something other than what was asked (``-n 0`` used to run the whole
+    split, ``-n -1`` all but one task) are refused with one line."""
+    if n is not None and n < 1:
+        raise SadEvalError(f"-n must be at least 1 (got {n}); leave it out to run the whole split")
+    if not temperature >= 0:
+        raise SadEvalError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise SadEvalError(f"--top-p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        raise SadEvalError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if max_steps is not None and max_steps < 1:
+        raise SadEvalError(f"--max-steps must be at least 1, got {max_steps}")
+    if max_context is not None and max_context < 1:
+        raise SadEvalError(f"--max-context must be at least 1, got {max_context}")
+    if base_url:
+        from sad_eval.agents.openai_compat import normalize_base_url
+
+        try:
+            normalize_base_url(base_url)
+        except ValueError:  # urlsplit's own complaints ("Invalid IPv6 URL" for `x[/v1]`)
+            raise SadEvalError(f"bad --base-url {base_url!r}: expected http(s)://HOST[:PORT][/v1]") from None
 
 
 def default_out(agent: str, env: str, split: str, kind: str = "eval") -> Path:
@@ -34,8 +72,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
                 max_new_tokens: int = 128, chat: bool = True, max_steps: Optional[int] = None,
                 max_context: Optional[int] = None, server_url: Optional[str] = None,
                 base_url: Optional[str] = None, api: str = "chat", samples: int = 1, kind: str = "eval",
-                progress: bool = True, show_table: bool = True, subset: str = "stratified",
-                subset_seed: int = 0, prefix_cache: bool = True) -> Path:
+                progress: bool = True, show_table: bool = True, retry_errors: bool = True,
+                subset: str = "stratified", subset_seed: int = 0, prefix_cache: bool = True) -> Path:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
     from sad_eval.envs import DEFAULT_SPLITS, env_id
@@ -51,6 +89,7 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
         raise SadEvalError(f"--subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     if batch < 1 or workers < 1 or samples < 1:
         raise SadEvalError("--batch, --workers and --samples must be >= 1")
+    check_settings(n, temperature, top_p, max_new_tokens, max_steps, max_context, base_url)
     env_kwargs = {}
     if max_steps:
         env_kwargs["max_steps"] = max_steps
@@ -69,8 +108,10 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
     out = out or default_out(agent, env, split, kind)
     cfg = RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                     tasks=_task_list(tasks), shard=parse_shard(shard), samples=samples, overwrite=overwrite,
-                    env_kwargs=env_kwargs, kind=kind, subset=subset, subset_seed=subset_seed)
-    execute(cfg, progress=progress)
+                    env_kwargs=env_kwargs, kind=kind, retry_errors=retry_errors, subset=subset,
+                    subset_seed=subset_seed)
+    new = execute(cfg, progress=progress)
+    report_errors(new, out)
     if show_table:
         from sad_eval.reports import tables
         from sad_eval.trajectory import load_trajectories
@@ -82,7 +123,22 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
     return out
 
 
+def report_errors(new: list, out: Path) -> None:
+    """Errored episodes (env or server failures) are not task failures: a run where every episode
+    errored measured nothing, so it ends with an error (exit 2) instead of a table of zeros."""
+    errored = [ep for ep in new if ep.status == "error"]
+    if not errored:
+        return
+    first = (errored[0].error or "unknown error").splitlines()[0][:300]
+    if len(errored) == len(new):
+        raise SadEvalError(f"all {len(new)} episodes errored (first: {first}); they are kept in {out} "
+                           "and run again when you rerun the command (unless --no-retry-errors)")
+    typer.echo(f"warning: {len(errored)} of {len(new)} episodes errored (first: {first}); "
+               "rerun the command to retry them", err=True)
+
+
 DECODING_PANEL = "Decoding (model agents)"
+RETRY_HELP = "On resume, keep errored episodes (server down, ...) instead of running them again."
 
 
 def register(app: typer.Typer) -> None:
@@ -116,11 +172,13 @@ def register(app: typer.Typer) -> None:
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
                                           help="Reuse each episode's KV cache across turns (HF agents)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        no_retry_errors: bool = typer.Option(False, "--no-retry-errors", help=RETRY_HELP),
     ):
         """Evaluate an agent on an env: record trajectories (resumable) and print TSR/ARL/CoT/latency."""
         run_command(agent, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, teacher,
                     temperature, top_p, max_new_tokens, chat, max_steps, max_context, server_url, base_url,
-                    api, progress=not no_progress, subset=subset, subset_seed=subset_seed, prefix_cache=prefix_cache)
+                    api, progress=not no_progress, retry_errors=not no_retry_errors, subset=subset,
+                    subset_seed=subset_seed, prefix_cache=prefix_cache)
 
     @app.command("collect")
     def collect_cmd(
@@ -146,9 +204,10 @@ def register(app: typer.Typer) -> None:
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
                                           help="Reuse each episode's KV cache across turns (HF agents)."),
         no_progress: bool = typer.Option(False, "--no-progress"),
+        no_retry_errors: bool = typer.Option(False, "--no-retry-errors", help=RETRY_HELP),
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
                     temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, "chat",
-                    samples=samples, kind="collect", progress=not no_progress, subset=subset,
-                    subset_seed=subset_seed, prefix_cache=prefix_cache)
+                    samples=samples, kind="collect", progress=not no_progress, retry_errors=not no_retry_errors,
+                    subset=subset, subset_seed=subset_seed, prefix_cache=prefix_cache)

@@ -18,12 +18,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sad_eval.agents.registry import AgentSpec
-from sad_eval.errors import SadEvalError
-from sad_eval.trajectory import Episode, TrajectoryWriter, recorded_keys
+from sad_eval.errors import SadEvalError, redact_url
+from sad_eval.statefiles import FileLock, read_json_state, write_json_atomic
+from sad_eval.trajectory import Episode, TrajectoryWriter, drop_errored, recorded_keys
 
 MANIFEST_FORMAT = "sad-eval/manifest@1"
 # settings that must match for a resume to append to the same file
 IDENTITY_KEYS = ("env", "split", "seed", "samples", "agent", "subset", "subset_seed")
+# of the agent's config and the env's keywords, the ones that change what an episode is (the
+# endpoint's address and the WebShop server's URL say where, not what)
+AGENT_IDENTITY = ("decoding", "chat", "max_context", "api")
+ENV_NOT_IDENTITY = ("server_url",)
 
 
 @dataclass
@@ -39,6 +44,7 @@ class RunConfig:
     shard: tuple[int, int] | None = None
     samples: int = 1
     overwrite: bool = False
+    retry_errors: bool = True  # on resume, run errored episodes (server down, ...) again
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     kind: str = "eval"  # or "collect"
     subset: str = "stratified"  # how `limit` tasks are chosen (harness.select_tasks)
@@ -89,7 +95,7 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
         "seed": cfg.seed,
         "samples": cfg.samples,
         "agent": cfg.spec.agent,
-        "agent_config": cfg.spec.describe(),
+        "agent_config": redact_urls(cfg.spec.describe()),
         "batch": cfg.batch,
         "workers": cfg.workers,
         "shard": list(cfg.shard) if cfg.shard else None,
@@ -99,25 +105,53 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
         "tasks": len(task_ids),
         "jobs": jobs,
         "tasks_sha256": hashlib.sha256("\n".join(task_ids).encode()).hexdigest(),
-        "env_kwargs": {k: v for k, v in cfg.env_kwargs.items() if "key" not in k.lower()},
+        "env_kwargs": redact_urls({k: v for k, v in cfg.env_kwargs.items() if "key" not in k.lower()}),
         "versions": _versions(),
         "data_sha256sums": _data_checksum(),
-        "command": " ".join(["sad-eval", *sys.argv[1:]]) if sys.argv and "sad" in sys.argv[0] else None,
+        "command": redact_url(" ".join(["sad-eval", *sys.argv[1:]])) if sys.argv and "sad" in sys.argv[0] else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
+def redact_urls(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return redact_url(obj)
+    if isinstance(obj, dict):
+        return {k: redact_urls(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_urls(v) for v in obj]
+    return obj
+
+
+def identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resume must share with the run that wrote the file."""
+    agent = manifest.get("agent_config") or {}
+    env_kwargs = manifest.get("env_kwargs") or {}
+    out = {k: manifest.get(k) for k in IDENTITY_KEYS}
+    out.update({k: agent.get(k) for k in AGENT_IDENTITY})
+    out.update({k: v for k, v in env_kwargs.items() if k not in ENV_NOT_IDENTITY})
+    return out
+
+
 def check_resume(cfg: RunConfig, manifest: dict[str, Any]) -> None:
+    """Refuse to append to a file written with other settings, naming each that differs."""
     path = manifest_path(cfg.out)
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    diff = [k for k in IDENTITY_KEYS if old.get(k) != manifest.get(k)]
-    if old.get("agent_config", {}).get("decoding") != manifest["agent_config"].get("decoding"):
-        diff.append("decoding")
+    old = read_json_state(path, "run manifest")
+    if not isinstance(old, dict):
+        raise SadEvalError(f"run manifest {path} is not a JSON object; delete it (or use --overwrite)")
+    was, now = identity(old), identity(manifest)
+    diff = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
     if diff:
-        raise SadEvalError(f"{cfg.out} was written with different {', '.join(diff)}; "
-                           "use --overwrite or another --out")
+        shown = "; ".join(f"{k}: {_short(was.get(k))} there, {_short(now.get(k))} now" for k in diff)
+        raise SadEvalError(f"{cfg.out} was written with other settings ({shown}); "
+                           "use the same settings to resume, or --overwrite, or another --out")
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def resolve_tasks(env_name: str, split: str, env_kwargs: dict, wanted: list[str] | None) -> list[str]:
@@ -138,13 +172,26 @@ def resolve_tasks(env_name: str, split: str, env_kwargs: dict, wanted: list[str]
 
 def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
             progress: bool = True) -> list[Episode]:
-    """Run (or resume) and return the episodes recorded by this invocation."""
+    """Run (or resume) and return the episodes recorded by this invocation.
+
+    On resume, episodes recorded as errored (an env or server failure, not a task failure) are
+    dropped from the file and run again unless ``cfg.retry_errors`` is off."""
+    out = Path(cfg.out)
+    # one writer per output file for the whole run: a second one would duplicate episodes
+    lock = FileLock(out, "sad-eval run").acquire()
+    try:
+        return _execute_locked(cfg, out, on_episode, progress)
+    finally:
+        lock.release()
+
+
+def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], None] | None,
+                    progress: bool) -> list[Episode]:
     from sad_eval.agents.registry import make_policy
     from sad_eval.envs import make_env
     from sad_eval.harness import plan_jobs, rollout, rollout_parallel
 
     env_name = cfg.spec.env
-    out = Path(cfg.out)
     if cfg.overwrite:
         out.unlink(missing_ok=True)
         manifest_path(out).unlink(missing_ok=True)
@@ -153,14 +200,19 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
     manifest = build_manifest(cfg, task_ids, len(jobs))
     manifest["task_ids"] = list(dict.fromkeys(t for t, _ in jobs))  # the tasks this run plays, in order
     check_resume(cfg, manifest)
+    if cfg.retry_errors:
+        manifest["retried_errors"] = drop_errored(out, jobs)
     done = recorded_keys(out)
     todo = [j for j in jobs if j not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest["resumed_with"] = len(jobs) - len(todo)
-    manifest_path(out).write_text(json.dumps(manifest, indent=2))
+    write_json_atomic(manifest_path(out), manifest)
 
     new: list[Episode] = []
-    bar = _Progress(len(jobs), len(jobs) - len(todo), f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}",
+    from rich.markup import escape
+
+    # the description is rich markup: a checkpoint path like `ckpt/[v2]` must show as text
+    bar = _Progress(len(jobs), len(jobs) - len(todo), escape(f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}"),
                     enabled=progress)
     with TrajectoryWriter(out) as writer, bar:
         def record(ep: Episode) -> None:

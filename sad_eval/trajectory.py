@@ -119,38 +119,103 @@ class TrajectoryWriter:
 def read_trajectories(path: str | Path, strict: bool = False) -> Iterator[Episode]:
     """Stream episodes from a JSONL file.
 
-    A line that is not a valid episode is skipped with a warning naming file and line; with
-    ``strict=True`` it raises ``SadEvalError`` instead.
+    A line that is not a valid episode (or not UTF-8) is skipped with a warning naming file and
+    line; with ``strict=True`` it raises ``SadEvalError`` instead.
     """
+    for _, _, ep in _records(path, strict):
+        if ep is not None:
+            yield ep
+
+
+def _records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, bytes, Episode | None]]:
+    """(line number, raw line, episode or None for a skipped line) for every non-blank line."""
     path = Path(path)
     if not path.is_file():
         raise SadEvalError(f"trajectory file not found: {path}")
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        f = open(path, "rb")
     except OSError as e:
         raise SadEvalError(f"cannot read trajectory file {path}: {e.strerror}") from e
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                yield Episode.from_dict(json.loads(line))
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if strict:
+                        raise ValueError(f"not UTF-8 at byte {e.start}") from None
+                    line = raw.decode("utf-8", errors="replace")
+                    warnings.warn(f"{path}:{n}: invalid UTF-8 replaced by U+FFFD", stacklevel=3)
+                yield n, raw, Episode.from_dict(json.loads(line))
             except (ValueError, TypeError) as e:
                 msg = f"{path}:{n}: skipped a corrupt or truncated episode line ({e})"
                 if strict:
                     raise SadEvalError(msg) from e
-                warnings.warn(msg, stacklevel=2)
+                warnings.warn(msg, stacklevel=3)
+                yield n, raw, None
+
+
+def dedupe(episodes: Iterable[Episode], source: str | Path = "") -> list[Episode]:
+    """One episode per (env, task_id, sample): two writers on one file, or a retried error, can
+    leave several. A finished ("ok") record wins over an errored one, otherwise the first; a
+    duplicate of a finished record is reported once per file."""
+    kept: dict[tuple[str, str, int], int] = {}
+    out: list[Episode] = []
+    dups = 0
+    for ep in episodes:
+        k = (ep.env, *ep.key)
+        i = kept.get(k)
+        if i is None:
+            kept[k] = len(out)
+            out.append(ep)
+            continue
+        if out[i].status == "error" and ep.status != "error":
+            out[i] = ep  # a retried episode replaces its error record
+        elif out[i].status != "error" and ep.status != "error":
+            dups += 1
+    if dups:
+        warnings.warn(f"{source}: {dups} duplicate (task, sample) records (two writers on one file?) "
+                      "counted once", stacklevel=3)
+    return out
 
 
 def load_trajectories(paths: Iterable[str | Path], strict: bool = False) -> list[Episode]:
-    return [ep for p in paths for ep in read_trajectories(p, strict=strict)]
+    """All episodes of the files, each (env, task, sample) once per file (see `dedupe`)."""
+    return [ep for p in paths for ep in dedupe(read_trajectories(p, strict=strict), p)]
 
 
-def recorded_keys(path: str | Path) -> set[tuple[str, int]]:
-    """Keys (task_id, sample) already in a file, for resuming without duplicates."""
+def recorded_keys(path: str | Path, include_errors: bool = True) -> set[tuple[str, int]]:
+    """Keys (task_id, sample) already in a file, for resuming without duplicates; with
+    ``include_errors=False`` errored episodes (server down, ...) do not count as recorded."""
     path = Path(path)
     if not path.exists():
         return set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {ep.key for ep in read_trajectories(path)}
+        return {ep.key for ep in read_trajectories(path) if include_errors or ep.status != "error"}
+
+
+def drop_errored(path: str | Path, keys: Iterable[tuple[str, int]] | None = None) -> int:
+    """Rewrite ``path`` without its errored episode records (of ``keys`` only, when given), atomically
+    and with every other line kept byte for byte, so that their retry does not leave two records of
+    one episode. Returns how many were dropped."""
+    from sad_eval.statefiles import write_bytes_atomic
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    wanted = None if keys is None else set(keys)
+    keep: list[bytes] = []
+    dropped = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _, raw, ep in _records(path):
+            if ep is not None and ep.status == "error" and (wanted is None or ep.key in wanted):
+                dropped += 1
+            else:
+                keep.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    if dropped:
+        write_bytes_atomic(path, b"".join(keep))
+    return dropped

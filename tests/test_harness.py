@@ -84,7 +84,7 @@ def test_oracle_webshop_end_to_end(tmp_path, data_root):
 def test_resume_with_other_settings_is_refused(tmp_path, data_root):
     out = tmp_path / "hp.jsonl"
     run("oracle", "hotpotqa", out, limit=1)
-    with pytest.raises(SadEvalError, match="different seed"):
+    with pytest.raises(SadEvalError, match="seed: 0 there, 1 now"):
         run("oracle", "hotpotqa", out, limit=1, seed=1)
     assert len(run("oracle", "hotpotqa", out, limit=1, seed=1, overwrite=True)) == 1
 

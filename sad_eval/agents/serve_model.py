@@ -3,14 +3,20 @@
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (messages through the tokenizer's chat
 template, with the generation prompt), ``POST /v1/completions`` (a prompt string or a list of
 them), ``GET /health``. Honoured fields: ``max_tokens`` (default 256), ``temperature``, ``top_p``,
-``stop``, ``seed``, ``n`` (OpenAI defaults: temperature 1, top_p 1); ``stream`` is refused. Non-standard: ``"stop_at_action": true`` ends
+``stop``, ``seed``, ``n`` (OpenAI defaults: temperature 1, top_p 1); ``stream``, ``logprobs``,
+``echo``, ``tools``/``functions`` and the other fields this server cannot honour are refused with a
+400 rather than silently ignored. Non-standard: ``"stop_at_action": true`` ends
 each completion after its first complete ``Action:``/``Answer:`` line (what sad-eval's client
 asks for); standard clients get standard behaviour.
 
 One worker thread owns the model. Requests queue up and the worker micro-batches greedy
 requests with identical decoding settings into one `HFGenerator.generate` call (up to
 ``max_batch`` sequences); a sampled request runs alone, so its ``seed`` reproduces it.
-Malformed requests get a 400 with an OpenAI-style error body, never a 500.
+Malformed requests get a 4xx with an OpenAI-style error body, never a 500: a body over
+``MAX_BODY_BYTES`` or a prompt over the character bound (``CHARS_PER_TOKEN`` × the context) is a
+413 before any tokenisation; a lone surrogate, JSON nested too deep, an empty prompt are 400s.
+Request threads tokenise with a tokenizer of their own (no lock shared across requests), so one
+long prompt never stalls the others.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ from sad_eval.errors import SadEvalError
 
 DEFAULT_MAX_TOKENS = 256
 MAX_STOP = 16
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# a prompt longer than this many characters per context token cannot fit (SmolLM2's tokenizer
+# averages ~4 characters per token on English; 32 leaves room for odd text) and is refused before
+# it is tokenised: a 7.9 MB prompt used to take the tokenizer 29 s and ~390 MB per thread
+CHARS_PER_TOKEN = 32
+MAX_JSON_DEPTH = 64
+# request fields this server does not implement: refused when set to anything but their default
+UNSUPPORTED = {"logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
+               "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+               "function_call": (None, "none"), "best_of": (None, 1), "suffix": (None, ""),
+               "logit_bias": (None, {}), "response_format": (None, {"type": "text"}),
+               "presence_penalty": (None, 0), "frequency_penalty": (None, 0)}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -151,6 +169,46 @@ def _number(body: dict, name: str, default: float, lo: float, hi: float, integer
     return v
 
 
+def _utf8(text: str, param: str) -> str:
+    """JSON can carry a lone surrogate (``"\\ud800"``), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRequest(f"'{param}' contains a lone surrogate (U+{ord(text[e.start]):04X}); send valid UTF-16 pairs",
+                         param) from None
+    return text
+
+
+def _unsupported(body: dict) -> None:
+    for name, defaults in UNSUPPORTED.items():
+        if name in body and body[name] not in defaults:
+            raise BadRequest(f"'{name}' is not supported by this server", name)
+
+
+def _depth_ok(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests at most ``limit`` deep (brackets inside strings do not count)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # C-speed: most bodies end here
+        return True
+    depth, in_str, esc = 0, False, False
+    for c in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:  # backslash
+                esc = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
 def _stops(body: dict) -> tuple[str, ...]:
     v = body.get("stop")
     if v is None:
@@ -161,7 +219,7 @@ def _stops(body: dict) -> tuple[str, ...]:
         raise BadRequest("'stop' must be a string or a list of strings", "stop")
     if len(v) > MAX_STOP:
         raise BadRequest(f"at most {MAX_STOP} stop strings", "stop")
-    return tuple(s for s in v if s)
+    return tuple(_utf8(s, "stop") for s in v if s)
 
 
 def _text_content(content: Any, i: int) -> str:
@@ -189,17 +247,19 @@ def _messages(body: dict) -> list[dict[str, str]]:
         if m["role"] not in ("system", "user", "assistant", "developer"):
             raise BadRequest(f"messages[{i}].role {m['role']!r} is not supported", "messages")
         role = "system" if m["role"] == "developer" else m["role"]
-        out.append({"role": role, "content": _text_content(m.get("content"), i)})
+        out.append({"role": role, "content": _utf8(_text_content(m.get("content"), i), "messages")})
     return out
 
 
 def _prompts(body: dict) -> list[str]:
     p = body.get("prompt")
     if isinstance(p, str):
-        return [p]
-    if isinstance(p, list) and p and all(isinstance(x, str) for x in p):
-        return list(p)
-    raise BadRequest("'prompt' must be a string or a non-empty list of strings", "prompt")
+        p = [p]
+    if not (isinstance(p, list) and p and all(isinstance(x, str) for x in p)):
+        raise BadRequest("'prompt' must be a string or a non-empty list of strings", "prompt")
+    if not all(p):
+        raise BadRequest("'prompt' must not be empty (this server does not generate from nothing)", "prompt")
+    return [_utf8(x, "prompt") for x in p]
 
 
 # ---------------------------------------------------------------- the app
@@ -217,10 +277,30 @@ class ModelServer:
         self.max_batch = max(1, int(max_batch))
         self.batcher = Batcher(generator, self.max_batch, wait_s)
         self._api_key = api_key or None
-        # request threads render and count with their own tokenizer (the worker's is busy decoding)
-        self.tokenizer = AutoTokenizer.from_pretrained(generator.path)
-        self._tok_lock = threading.Lock()
+        # request threads render and count with tokenizers of their own: a fast tokenizer is not
+        # thread-safe, and one lock around it let one long prompt stall every other request
+        self._tok_path = generator.path
+        self._tok_local = threading.local()
+        self.tokenizer = AutoTokenizer.from_pretrained(generator.path)  # this thread's (and a check it loads)
+        self._tok_local.tokenizer = self.tokenizer
+        self.max_prompt_chars = CHARS_PER_TOKEN * int(generator.max_context)
         self.created = int(time.time())
+
+    def _tok(self):
+        tok = getattr(self._tok_local, "tokenizer", None)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = self._tok_local.tokenizer = AutoTokenizer.from_pretrained(self._tok_path)
+        return tok
+
+    def check_length(self, texts: Sequence[str], param: str) -> None:
+        """Refuse (413) text that cannot fit the context, before tokenising it."""
+        n = sum(len(t) for t in texts)
+        if n > self.max_prompt_chars:
+            raise BadRequest(f"the {param} has {n} characters; this server takes at most {self.max_prompt_chars} "
+                             f"({CHARS_PER_TOKEN} per token of its {self.gen.max_context}-token context)", param,
+                             status=413, code="context_length_exceeded")
 
     # -- helpers
 
@@ -233,15 +313,14 @@ class ModelServer:
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         from sad_eval.agents.prompts import render
 
-        with self._tok_lock:
-            try:
-                return render(messages, self.tokenizer, chat=True, add_generation_prompt=True).text
-            except Exception as e:  # a template that rejects the conversation (role order, ...)
-                raise BadRequest(f"cannot apply the chat template: {e}", "messages") from None
+        self.check_length([m["content"] for m in messages], "messages")
+        try:
+            return render(messages, self._tok(), chat=True, add_generation_prompt=True).text
+        except Exception as e:  # a template that rejects the conversation (role order, ...)
+            raise BadRequest(f"cannot apply the chat template: {e}", "messages") from None
 
     def count(self, text: str) -> int:
-        with self._tok_lock:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tok()(text, add_special_tokens=False)["input_ids"])
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": self.created,
@@ -256,6 +335,7 @@ class ModelServer:
                              status=404, code="model_not_found")
         if body.get("stream"):
             raise BadRequest("streaming is not supported", "stream")
+        _unsupported(body)
         max_tokens = _number(body, "max_tokens", None, 1, self.gen.max_context, integer=True)
         if max_tokens is None:  # newer chat clients send max_completion_tokens
             max_tokens = _number(body, "max_completion_tokens", DEFAULT_MAX_TOKENS, 1, self.gen.max_context,
@@ -303,6 +383,7 @@ class ModelServer:
 
     def completions(self, body: dict) -> dict:
         prompts = _prompts(body)
+        self.check_length(prompts, "prompt")
         gens, reasons, usage = self._generate(prompts, body)
         choices = [{"index": i, "text": g.text, "logprobs": None, "finish_reason": r}
                    for i, (g, r) in enumerate(zip(gens, reasons))]
@@ -328,12 +409,18 @@ def create_app(server: ModelServer):
     from werkzeug.exceptions import HTTPException
 
     app = Flask("sad_eval.serve_model")
-    app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     app.extensions["sad_eval_server"] = server
 
     def body_json() -> dict:
-        data = request.get_json(force=True, silent=True)
+        raw = request.get_data(cache=True)
+        if not _depth_ok(raw):
+            raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            data = request.get_json(force=True, silent=True)
+        except RecursionError:
+            data = None
         if data is None:
             raise BadRequest("the request body is not valid JSON")
         if not isinstance(data, dict):
@@ -405,7 +492,8 @@ def serve(agent: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int 
     if host not in LOOPBACK and not api_key_env:
         log(f"warning: serving on {host} without --api-key-env: anyone who can reach this port can use the model")
     try:
-        httpd = create_server(app, host=host, port=port, threads=max(4, 2 * server.max_batch))
+        httpd = create_server(app, host=host, port=port, threads=max(4, 2 * server.max_batch),
+                              max_request_body_size=MAX_BODY_BYTES)
     except OSError as e:
         raise SadEvalError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     log(f"serving {server.model_id} at http://{host}:{httpd.effective_port}/v1 (max batch {server.max_batch})")

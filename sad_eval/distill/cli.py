@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Distill teacher trajectories into a student (SAD span-weighted CE/KL, or a baseline)."""
         from rich.console import Console
+        from rich.markup import escape
 
         from sad_eval.distill.trainer import TrainConfig, train
 
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
             rules=_rules(rule), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
             log_every=log_every, bf16=bf16, device=device, threads=threads)
         _validate(cfg)
-        train(cfg, log=lambda m: console.print(m, highlight=False))
+        train(cfg, log=lambda m: console.print(escape(str(m)), highlight=False))
 
     @app.command("distill-topk")
     def distill_topk_cmd(
@@ -136,6 +137,8 @@ def _validate(cfg) -> None:
         raise SadEvalError("--teacher is only used with --loss kl (ce trains on the trajectories' tokens)")
     if cfg.temperature <= 0:
         raise SadEvalError("--temperature must be positive")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise SadEvalError(f"--out {cfg.out} is a file; a checkpoint is a directory (choose another --out)")
     for name in ("max_steps", "batch_size", "grad_accum", "seq_len"):
         if getattr(cfg, name) < 1:
             raise SadEvalError(f"--{name.replace('_', '-')} must be at least 1")

@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 
 from sad_eval.distill import losses
-from sad_eval.distill.checkpoint import (ARGS_FILE, LOG_FILE, STATE_FILE, save_checkpoint, set_rng_state,
-                                         truncate_log)
+from sad_eval.distill.checkpoint import (ARGS_FILE, LOG_FILE, STATE_FILE, load_state, recover_checkpoint,
+                                         save_checkpoint, set_rng_state, truncate_log)
 from sad_eval.distill.curriculum import Schedule, complexity
 from sad_eval.distill.distributed import all_reduce, init_distributed
 from sad_eval.distill.methods import METHODS, groups_for, random_span_masks
@@ -290,7 +290,10 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         torch.cuda.set_device(device)
     say = log if d.main else (lambda *a, **k: None)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise SadEvalError(f"--out {out} is a file; a checkpoint is a directory")
     if d.main:
+        recover_checkpoint(out)  # a kill during a checkpoint switch
         out.mkdir(parents=True, exist_ok=True)
     if d.world > 1:
         import torch.distributed as dist
@@ -300,7 +303,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     # -- resume point
     state = None
     if cfg.resume and (out / STATE_FILE).is_file():
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_state(out / STATE_FILE)
         if state.get("world", 1) != d.world:
             say(f"note: resuming a {state.get('world', 1)}-process run on {d.world} processes")
     elif cfg.resume:
@@ -313,13 +316,13 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         tok_path = out
     else:
         model, tok_path = students.build_student(cfg.student, cfg.init_from_layers, cfg.init_source, cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    tokenizer = _load_tokenizer(AutoTokenizer, tok_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     teacher, topk = None, None
     if cfg.loss == "kl":
         if cfg.teacher:
             teacher = students.load_teacher(cfg.teacher)
-            t_tok = AutoTokenizer.from_pretrained(students.resolve_model(cfg.teacher))
+            t_tok = _load_tokenizer(AutoTokenizer, students.resolve_model(cfg.teacher))
             students.check_same_vocab(tokenizer, t_tok, teacher, model)
             teacher.to(device)
         else:
@@ -387,8 +390,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         rng_file = out / f"rng_rank{d.rank}.pt"
-        set_rng_state(torch.load(rng_file, weights_only=False) if (d.world > 1 and rng_file.is_file())
-                       else state["rng"])
+        set_rng_state(load_state(rng_file) if (d.world > 1 and rng_file.is_file()) else state["rng"])
         if d.main:
             truncate_log(out / LOG_FILE, start)
         say(f"resumed from step {start}")
@@ -402,7 +404,9 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
     if d.main:
-        (out / ARGS_FILE).write_text(json.dumps({**asdict(cfg), "step": start}, indent=2, default=str))
+        from sad_eval.statefiles import write_json_atomic
+
+        write_json_atomic(out / ARGS_FILE, {**asdict(cfg), "step": start})
     def record(row: dict) -> None:  # one append per row: a killed run keeps every logged step
         if d.main:
             with open(out / LOG_FILE, "a") as f:
@@ -506,6 +510,16 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     save_checkpoint(out, model, tokenizer, optimizer, end, cfg, d, {"summary": summary})
     say(f"saved {out} (step {end}/{cfg.max_steps}; {summary['tok_per_s'] or 0:.0f} tok/s)")
     return summary
+
+
+def _load_tokenizer(auto, path):
+    """The tokenizer saved with a checkpoint; a checkpoint without one is one clear error."""
+    try:
+        return auto.from_pretrained(path)
+    except Exception as e:  # transformers raises many kinds (OSError, ValueError, TypeError, ...)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SadEvalError(f"no usable tokenizer in {path} ({first}); a checkpoint needs its tokenizer "
+                           "files (tokenizer.json, tokenizer_config.json) beside the weights") from None
 
 
 def _teacher_entropy(examples, prepared, teacher, device, pad_id) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The offline "Wikipedia" of HotPotQA-ReAct: every paragraph of the HotPotQA data file, one per title.
 
 Built once from ``hotpotqa/hotpotqa_with_context.jsonl`` into ``cache_root()/indexes/`` and loaded
-from there afterwards (pickle + a saved ``bm25s`` index). The folder name carries the source file's
+from there afterwards (plain text + JSON + a saved ``bm25s`` index; never pickle, so a planted cache
+file cannot run code). The folder name carries the source file's
 SHA-256 and the format version, so a changed data file (or a new format) builds a fresh index and
 a stale one is never read.
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -149,10 +149,7 @@ def build_index(source: Path, dest: Path, log=None) -> BuildStats:
     bm25.index(corpus_tokens, show_progress=False)
     dest.mkdir(parents=True)
     bm25.save(str(dest / "bm25"), show_progress=False)
-    with open(dest / "pages.pkl", "wb") as f:
-        pickle.dump({"titles": titles, "sentences": sentences}, f, protocol=pickle.HIGHEST_PROTOCOL)
-    with open(dest / "questions.pkl", "wb") as f:
-        pickle.dump(questions, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_tables(dest, titles, sentences, questions)
     stats.build_s = time.perf_counter() - t0
     meta = {"format": FORMAT_VERSION, "source": str(source), "sha256": sha256_file(source),
             **stats.__dict__}
@@ -160,6 +157,42 @@ def build_index(source: Path, dest: Path, log=None) -> BuildStats:
     if log:
         log(f"built the HotPotQA wiki index ({stats.titles} titles) in {stats.build_s:.1f}s: {dest}")
     return stats
+
+
+PAGES_FILE, QUESTIONS_FILE = "pages.txt", "questions.json"
+# pages.txt: one record per page, `title US sentence US sentence ...`, records joined by RS. Plain
+# text, so loading runs no code (unlike the pickle it replaces), and splitting it is about twice as
+# fast as parsing the same 19 MB as JSON (measured on a loaded 2-core machine: 1.0 s vs 2.0 s;
+# the pickle took 0.4 s)
+_RS, _US = "\x1e", "\x1f"
+
+
+def _write_tables(dest: Path, titles: list[str], sentences: list[list[str]],
+                  questions: dict[str, dict[str, Any]]) -> None:
+    from sad_eval.statefiles import write_text_atomic
+
+    records = []
+    for title, sents in zip(titles, sentences):
+        if any(_RS in x or _US in x for x in (title, *sents)):
+            raise ValueError(f"page {title!r} contains a record separator (U+001E/U+001F)")
+        records.append(_US.join((title, *sents)))
+    write_text_atomic(dest / PAGES_FILE, _RS.join(records))
+    write_text_atomic(dest / QUESTIONS_FILE, json.dumps(questions, ensure_ascii=False))
+
+
+def _read_pages(path: Path) -> tuple[list[str], list[list[str]]]:
+    text = path.read_bytes().decode("utf-8")  # bytes: no newline translation, and 3x faster than read_text
+    records = [r.split(_US) for r in text.split(_RS)] if text else []
+    return [r[0] for r in records], [r[1:] for r in records]
+
+
+def _add_safe_tables(path: Path, source: Path) -> None:
+    """An index folder built by an older version holds its tables as pickles, which are never
+    loaded: the text/JSON tables are rebuilt from the data file beside them (the BM25 index is kept;
+    nothing is removed, so older readers of the folder keep working)."""
+    pages, questions, _ = read_source(source)
+    titles = sorted(pages)
+    _write_tables(path, titles, [pages[t] for t in titles], questions)
 
 
 def index_root() -> Path:
@@ -186,6 +219,8 @@ def ensure_index(data_root: Path | None = None, rebuild: bool = False, log=None)
         if rebuild and final.exists():
             shutil.rmtree(final, ignore_errors=True)
         if (final / "meta.json").is_file():
+            if not (final / QUESTIONS_FILE).is_file() or not (final / PAGES_FILE).is_file():
+                _add_safe_tables(final, source)
             return final
         index_root().mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{INDEX_PREFIX}-build-", dir=index_root()))
@@ -278,13 +313,11 @@ _STORES: dict[Path, WikiStore] = {}
 def load_index(path: Path) -> WikiStore:
     import bm25s
 
-    with open(path / "pages.pkl", "rb") as f:
-        pages = pickle.load(f)
-    with open(path / "questions.pkl", "rb") as f:
-        questions = pickle.load(f)
+    titles, sentences = _read_pages(path / PAGES_FILE)
+    questions = json.loads((path / QUESTIONS_FILE).read_bytes())
     bm25 = bm25s.BM25.load(str(path / "bm25"), show_progress=False, verbosity=0)
     meta = json.loads((path / "meta.json").read_text())
-    return WikiStore(pages["titles"], pages["sentences"], questions, bm25, path, meta)
+    return WikiStore(titles, sentences, questions, bm25, path, meta)
 
 
 def load_store(data_root: Path | None = None, rebuild: bool = False, log=None) -> WikiStore:

@@ -274,7 +274,11 @@ def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
     require_results_files(others)
     frames = [df]
     for path in others:
-        o = pd.read_csv(path)
+        try:
+            o = pd.read_csv(path, encoding="utf-8")
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise SadEvalError(f"{path}: not a results_long.csv (unreadable as UTF-8 CSV: "
+                               f"{str(e).splitlines()[0][:100] or type(e).__name__})") from None
         missing = [c for c in KEY + ["row", *TABLE_METRICS] if c not in o.columns]
         if missing:
             raise SadEvalError(f"{path}: not a results_long.csv (no columns {missing})")

@@ -340,8 +340,11 @@ def build_exemplars(data_root: str | Path | None = None, per_type: int = 2,
     than `max_steps`) on the train split, in task order. Cached; rebuilt if it holds too few."""
     path = exemplar_cache()
     if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("version") == EXEMPLAR_VERSION and cached.get("per_type", 0) >= per_type \
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):  # torn by a kill under an older version: rebuild it
+            cached = {}
+        if isinstance(cached, dict) and cached.get("version") == EXEMPLAR_VERSION and cached.get("per_type", 0) >= per_type \
                 and cached.get("max_steps") == max_steps:
             return {t: ex[:per_type] for t, ex in cached["exemplars"].items()}
     from sad_eval.envs import make_env
@@ -363,9 +366,10 @@ def build_exemplars(data_root: str | Path | None = None, per_type: int = 2,
                 break
     finally:
         env.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": EXEMPLAR_VERSION, "per_type": per_type, "max_steps": max_steps,
-                                "exemplars": out}, indent=1))
+    from sad_eval.statefiles import write_json_atomic
+
+    write_json_atomic(path, {"version": EXEMPLAR_VERSION, "per_type": per_type, "max_steps": max_steps,
+                             "exemplars": out}, indent=1)
     return out
 
 

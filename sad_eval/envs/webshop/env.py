@@ -11,7 +11,9 @@ the page as it was. Buying (`click[Buy Now]`) ends the episode with the server's
 
 Tasks are the server's synthetic goals `fixed_N` (docs/webshop.md): split `test` = fixed_0..
 fixed_499 (WebShop's and ReAct's test range), `train` = fixed_500..fixed_6909. Each reset opens
-a fresh server session `<random>_fixed_N`, so episodes never share state.
+the server session `<digest>_fixed_N`, the digest derived from task, seed and sample index (the
+harness passes `options={"task_id", "sample"}`), so the jobs of a run have distinct sessions and two
+identical runs write identical JSONL (a random part made `meta.session_id` differ run to run).
 
 Without `server_url` the env starts the bundled server on a free loopback port (one per data
 root, shared by all envs of the process, stopped when the last one closes).
@@ -20,6 +22,7 @@ root, shared by all envs of the process, stopped when the last one closes).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import re
 import subprocess
@@ -27,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +75,47 @@ def goal_index(task_id: str) -> int:
     return int(m.group(1))
 
 
+def session_id_for(task_id: str, seed: int | None, sample: int = 0) -> str:
+    """A server session id that is a function of the job: `<16 hex>_fixed_N` (the server pins the
+    goal by the `fixed_N` tail, as the original does)."""
+    digest = hashlib.sha256(f"{task_id}|{seed}|{sample}".encode()).hexdigest()[:16]
+    return f"{digest}_{task_id}"
+
+
 # ------------------------------------------------------------------ the bundled server process
+
+TEMP_PREFIX = "sad-eval-webshop-"
+
+
+def _sweep_stale_dirs(max_age_s: float = 3600.0) -> None:
+    """Remove server folders left by processes that were killed (a clean stop removes its own):
+    those whose server pid is gone, or that never got a port file and are old."""
+    import os
+    import shutil
+
+    for d in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            port_file = d / "port.json"
+            if port_file.is_file():
+                pid = int(json.loads(port_file.read_text()).get("pid", 0))
+                try:
+                    os.kill(pid, 0)
+                    continue  # still serving
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue  # someone else's live process
+            elif time.time() - d.stat().st_mtime < max_age_s:
+                continue  # maybe starting right now
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
 
 class _Server:
     def __init__(self, data_root: Path | None, start_timeout_s: float):
-        self.dir = Path(tempfile.mkdtemp(prefix="sad-eval-webshop-"))
+        _sweep_stale_dirs()
+        self.dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         self.log_path = self.dir / "server.log"
         port_file = self.dir / "port.json"
         cmd = [sys.executable, "-m", "sad_eval.envs.webshop.server", "--host", "127.0.0.1", "--port", "0",
@@ -90,12 +128,13 @@ class _Server:
         deadline = time.monotonic() + start_timeout_s
         while not port_file.exists():
             if self.proc.poll() is not None:
+                tail = self._tail()  # before stop() removes the folder with the log
                 self.stop()
-                raise EnvError(f"the WebShop server exited with code {self.proc.returncode} while starting: "
-                               f"{self._tail()}")
+                raise EnvError(f"the WebShop server exited with code {self.proc.returncode} while starting: {tail}")
             if time.monotonic() > deadline:
+                tail = self._tail()
                 self.stop()
-                raise EnvError(f"the WebShop server did not start within {start_timeout_s:.0f} s: {self._tail()}")
+                raise EnvError(f"the WebShop server did not start within {start_timeout_s:.0f} s: {tail}")
             time.sleep(0.05)
         self.url = json.loads(port_file.read_text())["url"]
 
@@ -115,6 +154,9 @@ class _Server:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)  # its log and port file: nothing to keep
 
 
 _SERVERS: dict[str, _Server] = {}
@@ -275,7 +317,7 @@ class WebShopEnv(gymnasium.Env):
             self._next += 1
         self._reset_state()
         self.task_id = task_id
-        self.session_id = f"{uuid.uuid4().hex[:16]}_{task_id}"
+        self.session_id = session_id_for(task_id, seed, options.get("sample", 0))
         page = self._load(f"{self.base}/{self.session_id}")
         self._instruction = page.instruction
         if self.oracle:

@@ -23,7 +23,7 @@ from sad_eval.envs.webshop.catalog import SEED, Catalog, load_catalog
 
 PRICE_RANGE = [10.0 * i for i in range(1, 100)]
 NO_BUDGET = 1_000_000.0
-SESSION_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+SESSION_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # use with fullmatch
 
 
 @dataclass

@@ -13,6 +13,7 @@ one-line message where the original raised (500). Run: `sad-eval serve webshop`.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import ipaddress
 import json
@@ -47,7 +48,7 @@ class Shop:
 
     # ---- lookups that answer 4xx instead of raising
     def session(self, sid: str, create: bool = False) -> tuple[Session, dict[str, Any]]:
-        if not SESSION_RE.match(sid):
+        if not SESSION_RE.fullmatch(sid):  # fullmatch: `$` would let `abc\n` through
             abort(400, f"bad session id {sid[:40]!r}: use 1-128 letters, digits, '_', '-', '.'")
         if create:
             try:
@@ -83,8 +84,14 @@ class Shop:
         return out
 
 
+# request bodies: the only form field is a search query, so 64 KiB is ample; waitress refuses
+# larger bodies before buffering them (a 100 MB POST used to cost 1.6 GB of memory)
+MAX_BODY = 64 * 1024
+
+
 def _page(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+    # ASCII digits only: str.isdigit() also accepts `¹`, `²`, `①`, which int() rejects
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 10_000:
         abort(400, f"bad page number {text[:20]!r}")
     return int(text)
 
@@ -101,6 +108,7 @@ def _keywords(text: str) -> list[str]:
 
 def create_app(shop: Shop) -> Flask:
     app = Flask("sad_eval.webshop")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["webshop"] = shop
 
     @app.errorhandler(HTTPException)
@@ -175,16 +183,29 @@ def build_shop(data_root: Path | None = None, max_sessions: int = 10_000, ttl_s:
     return Shop(catalog, goals, SearchEngine(catalog), store, show_attrs)
 
 
+def create_wsgi_server(app, host: str = "127.0.0.1", port: int = 0, threads: int = 8):
+    """The waitress server for the app: bounded bodies, enough connections; a port in use is one
+    clear error."""
+    from waitress import create_server
+
+    # keep-alive clients (one per env) need more than waitress's default 100 connections
+    try:
+        return create_server(app, host=host, port=port, threads=threads, connection_limit=1000,
+                             ident="sad-eval-webshop", max_request_body_size=MAX_BODY)
+    except OSError as e:  # port in use, address not on this machine, no permission
+        from sad_eval.errors import SadEvalError
+
+        raise SadEvalError(f"cannot listen on {host}:{port}: {e.strerror or e}"
+                           + (" (another server is there: choose another --port, or 0 for any free one)"
+                              if e.errno == errno.EADDRINUSE else "")) from None
+
+
 def serve(host: str = "127.0.0.1", port: int = 3000, data_root: Path | None = None, threads: int = 8,
           port_file: Path | None = None, max_sessions: int = 10_000, ttl_s: float = 3600.0,
           show_attrs: bool = False, echo=print) -> None:
     """Load everything, bind (port 0 = any free port), then serve until interrupted."""
-    from waitress import create_server
-
     shop = build_shop(data_root, max_sessions, ttl_s, show_attrs)
-    # keep-alive clients (one per env) need more than waitress's default 100 connections
-    server = create_server(create_app(shop), host=host, port=port, threads=threads,
-                           connection_limit=1000, ident="sad-eval-webshop")
+    server = create_wsgi_server(create_app(shop), host, port, threads)
     url = f"http://{host}:{server.effective_port}"
     if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
         echo(f"warning: serving on non-loopback address {host}")
