@@ -491,6 +491,7 @@ def test_two_identical_webshop_runs_write_identical_jsonl_and_leave_no_temp_dirs
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
         cfg = RunConfig(spec=AgentSpec(agent="oracle", env="webshop"), split="test", out=out, limit=2, batch=2,
+                        subset="first",
                         env_kwargs=expert_env_kwargs("webshop"))
         execute(cfg, progress=False)
         outs.append([{k: v for k, v in json.loads(l).items() if k != "wall_s"}
