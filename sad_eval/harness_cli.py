@@ -34,7 +34,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
                 max_new_tokens: int = 128, chat: bool = True, max_steps: Optional[int] = None,
                 max_context: Optional[int] = None, server_url: Optional[str] = None,
                 base_url: Optional[str] = None, api: str = "chat", samples: int = 1, kind: str = "eval",
-                progress: bool = True, show_table: bool = True) -> Path:
+                progress: bool = True, show_table: bool = True, exemplars: Optional[str] = None,
+                teacher_topk: int = 0) -> Path:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
     from sad_eval.envs import DEFAULT_SPLITS, env_id
@@ -57,9 +58,15 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
         from sad_eval.agents.experts import expert_env_kwargs
 
         env_kwargs.update(expert_env_kwargs(env))
+    if exemplars is not None:
+        from sad_eval.agents.exemplars import parse_spec
+
+        if agent in ("expert", "oracle"):
+            raise SadEvalError("--exemplars applies to model agents (a checkpoint or openai:MODEL), not scripted ones")
+        exemplars = parse_spec(exemplars)
     spec = AgentSpec(agent=agent, env=env, chat=chat, base_url=base_url, api=api, max_context=max_context,
                      decoding=DecodingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                             top_p=top_p, seed=seed))
+                                             top_p=top_p, seed=seed), exemplars=exemplars)
     out = out or default_out(agent, env, split, kind)
     cfg = RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                     tasks=_task_list(tasks), shard=parse_shard(shard), samples=samples, overwrite=overwrite,
@@ -77,6 +84,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
 
 
 DECODING_PANEL = "Decoding (model agents)"
+EXEMPLARS_HELP = ("Few-shot exemplars in the system prompt: K (teacher episodes from train; per task type for "
+                  "ALFWorld), react or react:KEY (ReAct's prompts), 0 = none. Default: a student's training prompt.")
 
 
 def register(app: typer.Typer) -> None:
@@ -105,12 +114,14 @@ def register(app: typer.Typer) -> None:
         server_url: Optional[str] = typer.Option(None, "--server-url", help="WebShop server (default: start one)."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai:MODEL."),
         api: str = typer.Option("chat", "--api", help="chat | completions (openai:MODEL)."),
+        exemplars: Optional[str] = typer.Option(None, "--exemplars", rich_help_panel=DECODING_PANEL,
+                                                help=EXEMPLARS_HELP),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     ):
         """Evaluate an agent on an env: record trajectories (resumable) and print TSR/ARL/CoT/latency."""
         run_command(agent, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, teacher,
                     temperature, top_p, max_new_tokens, chat, max_steps, max_context, server_url, base_url,
-                    api, progress=not no_progress)
+                    api, progress=not no_progress, exemplars=exemplars)
 
     @app.command("collect")
     def collect_cmd(
@@ -130,10 +141,13 @@ def register(app: typer.Typer) -> None:
         shard: Optional[str] = typer.Option(None, "--shard"),
         overwrite: bool = typer.Option(False, "--overwrite"),
         base_url: Optional[str] = typer.Option(None, "--base-url"),
+        api: str = typer.Option("chat", "--api", help="chat | completions (openai:MODEL)."),
         server_url: Optional[str] = typer.Option(None, "--server-url"),
+        exemplars: Optional[str] = typer.Option(None, "--exemplars", rich_help_panel=DECODING_PANEL,
+                                                help=EXEMPLARS_HELP),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
-                    temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, "chat",
-                    samples=samples, kind="collect", progress=not no_progress)
+                    temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, api,
+                    samples=samples, kind="collect", progress=not no_progress, exemplars=exemplars)

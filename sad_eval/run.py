@@ -110,6 +110,8 @@ def check_resume(cfg: RunConfig, manifest: dict[str, Any]) -> None:
     diff = [k for k in IDENTITY_KEYS if old.get(k) != manifest.get(k)]
     if old.get("agent_config", {}).get("decoding") != manifest["agent_config"].get("decoding"):
         diff.append("decoding")
+    if old.get("agent_config", {}).get("exemplars") != manifest["agent_config"].get("exemplars"):
+        diff.append("exemplars")
     if diff:
         raise SadEvalError(f"{cfg.out} was written with different {', '.join(diff)}; "
                            "use --overwrite or another --out")

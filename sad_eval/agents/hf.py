@@ -184,8 +184,9 @@ class HFPolicy:
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
                  max_context: int | None = None, dtype: str | None = None, logprobs: bool = False, name: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, exemplars=None):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
+        self.exemplars = exemplars  # agents.exemplars.Exemplars (per task) or None
         self.decoding = decoding or DecodingConfig()
         # a student distilled without the chat template is shown prompts without it, as in training
         self.chat = (chat and bool(getattr(self.gen.tokenizer, "chat_template", None))
@@ -195,8 +196,10 @@ class HFPolicy:
         self.name = name or Path(str(path)).name
 
     def context(self, state: EpisodeState) -> str:
+        shots = self.exemplars.for_task(state.task_id) if self.exemplars else ()
         _, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
-                                    max_tokens=self.max_context, reserve=self.decoding.max_new_tokens)
+                                    max_tokens=self.max_context, exemplars=shots,
+                                    reserve=self.decoding.max_new_tokens)
         return rendered.text
 
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:

@@ -100,7 +100,8 @@ class OpenAIPolicy:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.concurrency = max(1, int(concurrency))
-        self.exemplars = tuple(exemplars)
+        # a fixed list, or an agents.exemplars.Exemplars (chosen per task: ALFWorld's per type)
+        self.exemplars = exemplars if hasattr(exemplars, "for_task") else tuple(exemplars)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.stop_at_action = stop_at_action  # None: ask the server (/v1/models) once
@@ -208,7 +209,8 @@ class OpenAIPolicy:
 
     def payload(self, state: EpisodeState) -> dict[str, Any]:
         """The request body for one state's next turn."""
-        msgs = build_messages(state.env, state.task, state.steps, self.exemplars)
+        shots = self.exemplars.for_task(state.task_id) if hasattr(self.exemplars, "for_task") else self.exemplars
+        msgs = build_messages(state.env, state.task, state.steps, shots)
         d = self.decoding
         body: dict[str, Any] = {"model": self.model, "max_tokens": d.max_new_tokens, "temperature": d.temperature,
                                 "stop": [OBS_STOP]}

@@ -35,7 +35,7 @@ from __future__ import annotations
 import warnings
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from sad_eval.agents.prompts import ELIDED, build_context, build_messages, render
 from sad_eval.segment import assign_tokens, format_turn, segment
@@ -212,6 +212,31 @@ def _shift_span(s, off: int):
     return replace(s, start=s.start + off, end=s.end + off, body_start=s.body_start + off, body_end=s.body_end + off)
 
 
+def episode_exemplars(specs: dict[str, str]) -> Callable[[Episode], tuple[str, ...]]:
+    """``{env or "*": spec}`` (`agents.exemplars`) -> the exemplars of an episode's prompt."""
+    from sad_eval.agents.exemplars import load_exemplars, spec_for
+
+    loaded: dict[str, object] = {}
+
+    def shots(ep: Episode) -> tuple[str, ...]:
+        if ep.env not in loaded:
+            loaded[ep.env] = load_exemplars(ep.env, spec_for(specs, ep.env))
+        return loaded[ep.env].for_task(ep.task_id)
+
+    return shots
+
+
+def exemplar_digests(specs: dict[str, str], envs: Iterable[str]) -> dict[str, str]:
+    """{env: digest of its exemplars} ("" for none): the prompt identity a top-k sidecar records."""
+    from sad_eval.agents.exemplars import load_exemplars, spec_for
+
+    out = {}
+    for env in sorted(set(envs)):
+        ex = load_exemplars(env, spec_for(specs, env))
+        out[env] = ex.digest() if ex else ""
+    return out
+
+
 def select_episodes(episodes: Iterable[Episode], only_success: bool, stats: BuildStats) -> list[Episode]:
     keep = []
     for ep in episodes:
@@ -230,8 +255,12 @@ def select_episodes(episodes: Iterable[Episode], only_success: bool, stats: Buil
 
 def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, chat: bool = True,
                    only_success: bool = True, rules: dict[str, str] | None = None,
-                   exemplars: Sequence[str] = (), reserve: int = 0) -> tuple[list[Example], BuildStats]:
+                   exemplars: Sequence[str] | Callable[[Episode], Sequence[str]] = (),
+                   reserve: int = 0) -> tuple[list[Example], BuildStats]:
     """All training windows of the usable episodes, and counts of what was used and skipped.
+
+    ``exemplars``: the few-shot exemplars of every prompt, or a function of the episode giving its
+    own (ALFWorld's are per task type; `agents.exemplars`), as the harness chose them.
 
     ``only_success`` skips failed episodes (a teacher's failures teach the student to fail);
     episodes with ``status == "error"`` (env/server failures) and empty episodes are always skipped.
@@ -245,7 +274,8 @@ def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, c
                       f"{stats.skipped_empty} empty episodes of {stats.episodes}", stacklevel=2)
     out = []
     for ep in eps:
-        out += episode_examples(ep, tokenizer, seq_len, chat, (rules or {}).get(ep.env), exemplars, stats, reserve)
+        shots = exemplars(ep) if callable(exemplars) else exemplars
+        out += episode_examples(ep, tokenizer, seq_len, chat, (rules or {}).get(ep.env), shots, stats, reserve)
     if stats.truncated:
         warnings.warn(f"distill: {stats.truncated} sequences did not fit in {seq_len} tokens even with every "
                       "observation elided; their oldest turns were cut", stacklevel=2)

@@ -2,7 +2,11 @@
 
 Format ``sad-eval/topk@1`` (docs/distill.md), file ``TEACHER.topk.safetensors`` beside
 ``TEACHER.jsonl``. Metadata (all strings): ``format``, ``k``, ``vocab_size``, ``temperature``
-(always "1.0": raw log-softmax), optional ``tokenizer``, ``seq_len``, ``chat``. For each episode
+(always "1.0": raw log-softmax), optional ``tokenizer``, and the context the log-probs were computed
+under (`CONTEXT_KEYS`: ``seq_len``, ``chat``, ``reserve``, ``chat_template`` (a digest),
+``exemplars`` (JSON {env: digest})): the trainer refuses a sidecar whose context differs from its
+own, since a log-prob under another context (other elisions, another system prompt) is another
+distribution. For each episode
 ``E = f"{task_id}#{sample}"`` and each assistant turn ``t`` (0-based step index) three tensors:
 
     E/t/ids            int32   [n]     the turn's content tokens: format_turn(env, reasoning, action)
@@ -44,7 +48,7 @@ class TopK:
     def __init__(self, paths: Sequence[str | Path]):
         from safetensors import safe_open
 
-        self.files, self.k, self.index = [], None, {}
+        self.files, self.k, self.index, self.metas = [], None, {}, []
         for p in paths:
             p = Path(p)
             if not p.is_file():
@@ -58,10 +62,24 @@ class TopK:
                 raise SadEvalError(f"{p}: k={k} differs from another sidecar's k={self.k}")
             self.k = k
             self.vocab_size = int(meta.get("vocab_size", 0))
+            self.metas.append((p, meta))
             for name in f.keys():
                 if name.endswith("/ids"):
                     self.index[name[: -len("/ids")]] = f
             self.files.append(f)
+
+    def check_context(self, expected: dict[str, str]) -> None:
+        """Refuse (one line) a sidecar made under another context than ``expected`` (`context_meta`)."""
+        for p, meta in self.metas:
+            missing = [k for k in CONTEXT_KEYS if k not in meta]
+            if missing:
+                raise SadEvalError(f"{p}: the top-k sidecar does not record its context ({', '.join(missing)}); "
+                                   "rewrite it with `sad-eval distill-topk` or `collect --teacher-topk`")
+            diff = [f"{k} {_show(k, meta[k])} (training: {_show(k, expected[k])})"
+                    for k in CONTEXT_KEYS if meta[k] != expected[k]]
+            if diff:
+                raise SadEvalError(f"{p}: the top-k log-probs were computed under another context: "
+                                   + "; ".join(diff) + ". Train with the same settings or rewrite the sidecar")
 
     def get(self, episode_key: str, turn: int):
         """(ids [n], topk_ids [n,k], topk_logprobs [n,k]) or None."""
@@ -71,6 +89,27 @@ class TopK:
             return None
         return (f.get_tensor(base + "/ids"), f.get_tensor(base + "/topk_ids"),
                 f.get_tensor(base + "/topk_logprobs"))
+
+
+CONTEXT_KEYS = ("seq_len", "reserve", "chat", "chat_template", "exemplars")
+
+
+def context_meta(tokenizer, seq_len: int, chat: bool, reserve: int, exemplars: dict[str, str]) -> dict[str, str]:
+    """The sidecar metadata that identifies a prompt context: the token budget and the room left for
+    the turn (together they fix which observations are elided), whether and which chat template
+    renders it, and the few-shot exemplars per env ({env: `Exemplars.digest()` or ""})."""
+    import hashlib
+    import json
+
+    template = getattr(tokenizer, "chat_template", None) if chat else None
+    chat = bool(chat and template)  # no template: the plain transcript, as the harness falls back to
+    digest = hashlib.sha256(str(template).encode()).hexdigest()[:16] if template else ""
+    return {"seq_len": str(int(seq_len)), "reserve": str(int(reserve)), "chat": str(chat),
+            "chat_template": digest, "exemplars": json.dumps({k: v for k, v in sorted(exemplars.items())})}
+
+
+def _show(key: str, value: str) -> str:
+    return (value or "none") if key in ("chat_template",) else value
 
 
 def write_sidecar(path: str | Path, entries: dict, k: int, vocab_size: int, **meta) -> Path:

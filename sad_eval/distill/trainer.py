@@ -81,6 +81,9 @@ class TrainConfig:
     chat: bool = True
     only_success: bool = True
     rules: dict[str, str] = field(default_factory=dict)
+    # few-shot exemplars of the prompts, {env or "*": spec} (agents/exemplars.py): the harness's
+    # prompt for this student (an HF agent built from the checkpoint reads them back)
+    exemplars: dict[str, str] = field(default_factory=dict)
     eval_frac: float = 0.1
     eval_every: int = 50
     save_every: int = 0  # 0: only at the end
@@ -272,7 +275,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     from transformers.utils import logging as hf_logging
 
     from sad_eval.distill import students
-    from sad_eval.distill.examples import build_examples
+    from sad_eval.distill.examples import build_examples, episode_exemplars
     from sad_eval.trajectory import load_trajectories
 
     hf_logging.disable_progress_bar()
@@ -341,8 +344,15 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         episodes = load_trajectories(cfg.data)
+        shots = episode_exemplars(cfg.exemplars) if cfg.exemplars else ()
         examples, bstats = build_examples(episodes, tokenizer, cfg.seq_len, cfg.chat, cfg.only_success,
-                                          cfg.rules, reserve=cfg.reserve)
+                                          cfg.rules, exemplars=shots, reserve=cfg.reserve)
+    if topk is not None:
+        from sad_eval.distill.examples import exemplar_digests
+        from sad_eval.distill.topk import context_meta
+
+        topk.check_context(context_meta(tokenizer, cfg.seq_len, cfg.chat, cfg.reserve,
+                                        exemplar_digests(cfg.exemplars, {ep.env for ep in episodes})))
     for w in caught:
         say(f"warning: {w.message}")
     if not examples:
