@@ -132,6 +132,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, "--temperature", rich_help_panel=DECODING_PANEL),
         top_p: float = typer.Option(1.0, "--top-p", rich_help_panel=DECODING_PANEL),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", rich_help_panel=DECODING_PANEL),
+        max_context: Optional[int] = typer.Option(None, "--max-context", rich_help_panel=DECODING_PANEL,
+                                                  help="Context tokens of a checkpoint teacher (default: its own)."),
         n: Optional[int] = typer.Option(None, "-n", help="Only the first N tasks."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Task ids: a,b,c or @file."),
         seed: int = typer.Option(0, "--seed"),
@@ -149,5 +151,5 @@ def register(app: typer.Typer) -> None:
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
-                    temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, api,
+                    temperature, top_p, max_new_tokens, True, None, max_context, server_url, base_url, api,
                     samples=samples, kind="collect", progress=not no_progress, exemplars=exemplars)
