@@ -35,7 +35,7 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
                 max_context: Optional[int] = None, server_url: Optional[str] = None,
                 base_url: Optional[str] = None, api: str = "chat", samples: int = 1, kind: str = "eval",
                 progress: bool = True, show_table: bool = True, exemplars: Optional[str] = None,
-                teacher_topk: int = 0) -> Path:
+                teacher_topk: int = 0, topk_tokenizer: Optional[str] = None) -> Path:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
     from sad_eval.envs import DEFAULT_SPLITS, env_id
@@ -45,6 +45,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
     split = split or DEFAULT_SPLITS[env]
     if agent.startswith("openai:") and not base_url:
         raise SadEvalError("--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    if teacher_topk < 0:
+        raise SadEvalError("--teacher-topk must be >= 1 (0: none)")
     if batch < 1 or workers < 1 or samples < 1:
         raise SadEvalError("--batch, --workers and --samples must be >= 1")
     env_kwargs = {}
@@ -66,7 +68,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
         exemplars = parse_spec(exemplars)
     spec = AgentSpec(agent=agent, env=env, chat=chat, base_url=base_url, api=api, max_context=max_context,
                      decoding=DecodingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                             top_p=top_p, seed=seed), exemplars=exemplars)
+                                             top_p=top_p, seed=seed), exemplars=exemplars,
+                     top_logprobs=teacher_topk, tokenizer=topk_tokenizer)
     out = out or default_out(agent, env, split, kind)
     cfg = RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                     tasks=_task_list(tasks), shard=parse_shard(shard), samples=samples, overwrite=overwrite,
@@ -147,9 +150,14 @@ def register(app: typer.Typer) -> None:
         server_url: Optional[str] = typer.Option(None, "--server-url"),
         exemplars: Optional[str] = typer.Option(None, "--exemplars", rich_help_panel=DECODING_PANEL,
                                                 help=EXEMPLARS_HELP),
+        teacher_topk: int = typer.Option(0, "--teacher-topk", help="Also write the teacher's top-K log-probs "
+                                         "per generated token: OUT.topk.safetensors, for distill --loss kl."),
+        topk_tokenizer: Optional[str] = typer.Option(None, "--topk-tokenizer", help="Student tokenizer an "
+                                                     "endpoint's tokens are mapped to (default smollm2-135m)."),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
                     temperature, top_p, max_new_tokens, True, None, max_context, server_url, base_url, api,
-                    samples=samples, kind="collect", progress=not no_progress, exemplars=exemplars)
+                    samples=samples, kind="collect", progress=not no_progress, exemplars=exemplars,
+                    teacher_topk=teacher_topk, topk_tokenizer=topk_tokenizer)

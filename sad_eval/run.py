@@ -142,9 +142,15 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
 
     env_name = cfg.spec.env
     out = Path(cfg.out)
+    topk = cfg.spec.top_logprobs
+    if topk and cfg.spec.kind == "scripted":
+        raise SadEvalError("--teacher-topk needs a model teacher (a checkpoint or openai:MODEL)")
     if cfg.overwrite:
         out.unlink(missing_ok=True)
         manifest_path(out).unlink(missing_ok=True)
+        from sad_eval import topk_collect
+
+        topk_collect.remove(out)
     task_ids = resolve_tasks(env_name, cfg.split, cfg.env_kwargs, cfg.tasks)
     jobs = plan_jobs(task_ids, cfg.samples, cfg.limit, cfg.shard)
     manifest = build_manifest(cfg, task_ids, len(jobs))
@@ -158,8 +164,11 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
     new: list[Episode] = []
     bar = _Progress(len(jobs), len(jobs) - len(todo), f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}",
                     enabled=progress)
+    recorder = None
     with TrajectoryWriter(out) as writer, bar:
         def record(ep: Episode) -> None:
+            if recorder is not None:
+                recorder.write(ep)  # the shard first: a recorded episode always has its top-k
             writer.write(ep)
             new.append(ep)
             bar.advance(ep)
@@ -171,8 +180,16 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
                 policy = make_policy(cfg.spec)
+                if topk:
+                    from sad_eval.topk_collect import TopKRecorder
+
+                    policy = recorder = TopKRecorder(policy, topk, out, env_name)
                 factory = lambda: make_env(env_name, split=cfg.split, **cfg.env_kwargs)  # noqa: E731
                 rollout(factory, policy, env_name, cfg.split, todo, cfg.seed, cfg.batch, record)
+    if topk:
+        from sad_eval.topk_collect import merge
+
+        merge(out, topk)  # also after a resume that found nothing left to do
     return new
 
 

@@ -37,6 +37,10 @@ class Turn:
     invalid: bool = False  # no parsable action: `action` is the raw text
     tokens: int | None = None  # generated tokens
     logprobs: list[float] | None = None
+    # when asked (collect --teacher-topk): the generated token ids (in the student tokenizer's
+    # vocabulary) and, per token, the teacher's top-N (token id, log-prob at temperature 1)
+    token_ids: list[int] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @runtime_checkable

@@ -25,6 +25,10 @@ class AgentSpec:
     # few-shot exemplars (agents/exemplars.py): "K", "react[:KEY]", "" (none); None = a distilled
     # student's own training prompt (its training_args.json), else none
     exemplars: str | None = None
+    # > 0: the policy returns, per generated token, the top-N (id, log-prob) (collect --teacher-topk),
+    # endpoint tokens mapped to ``tokenizer``'s ids (the student's; default SmolLM2's)
+    top_logprobs: int = 0
+    tokenizer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -48,6 +52,8 @@ class AgentSpec:
             d["max_context"] = self.max_context
         if self.kind != "scripted":
             d["exemplars"] = agent_exemplars(self).describe()
+        if self.top_logprobs:
+            d["teacher_topk"] = self.top_logprobs
         return d
 
 
@@ -100,8 +106,9 @@ def make_policy(spec: AgentSpec):
         from sad_eval.agents.openai_compat import make_openai_policy
 
         return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding,
-                                  exemplars=agent_exemplars(spec))
+                                  exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
+                                  tokenizer=spec.tokenizer)
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
-                    logprobs=spec.logprobs, exemplars=agent_exemplars(spec))
+                    logprobs=spec.logprobs, exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs)

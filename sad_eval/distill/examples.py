@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Sequence
 
 from sad_eval.agents.prompts import ELIDED, build_context, build_messages, render
 from sad_eval.segment import assign_tokens, format_turn, segment
+from sad_eval.topk_format import context_digest
 from sad_eval.trajectory import Episode
 
 
@@ -57,6 +58,9 @@ class Example:
     turns: list[int]  # target turn indices (steps) in this window
     turn_tokens: list[tuple[int, int, int]] = field(default_factory=list)  # (turn, tok_start, tok_end) of contents
     truncated: bool = False
+    # turn -> `topk_format.context_digest` of the conversation before it (checked against
+    # collection-time top-k sidecars)
+    turn_context: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -136,10 +140,11 @@ def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = Tr
         task_end = _task_end(msgs, ctx.text, tokenizer, chat)
         text = ctx.text + contents[k]
         spans = [(k, len(ctx.text), len(text))]
+        contexts = {k: context_digest(msgs)}
         j = k + 1
         while j < len(steps):
-            nxt = render(build_messages(env, ep.prompt, steps[:j], exemplars, elide=e), tokenizer, chat,
-                         add_generation_prompt=True).text
+            msgs_j = build_messages(env, ep.prompt, steps[:j], exemplars, elide=e)
+            nxt = render(msgs_j, tokenizer, chat, add_generation_prompt=True).text
             if not nxt.startswith(text):
                 break  # template is not prefix-stable here: start a new window
             # turn j joins when the harness would show it this same context (same elisions)
@@ -147,8 +152,10 @@ def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = Tr
                 break
             text = nxt + contents[j]
             spans.append((j, len(nxt), len(text)))
+            contexts[j] = context_digest(msgs_j)
             j += 1
         out.append(_make_example(ep, text, spans, traj_start, task_end, tokenizer, seq_len, rule, len(out), stats))
+        out[-1].turn_context = contexts
         k = spans[-1][0] + 1
     return out
 

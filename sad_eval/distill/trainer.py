@@ -166,7 +166,7 @@ class Prepared:
 def prepare(examples, cfg: TrainConfig, topk=None) -> tuple[list[Prepared], list[str], dict[str, int]]:
     """Tensors per window for the configured method; with a top-k cache, attach teacher rows and
     drop target tokens that have none."""
-    stats = {"topk_turns": 0, "topk_missing": 0, "topk_mismatch": 0}
+    stats = {"topk_turns": 0, "topk_missing": 0, "topk_mismatch": 0, "topk_context_mismatch": 0}
     out, names = [], []
     for i, ex in enumerate(examples):
         r = torch.tensor(ex.m_reason, dtype=torch.bool)
@@ -192,6 +192,10 @@ def prepare(examples, cfg: TrainConfig, topk=None) -> tuple[list[Prepared], list
                 ids, tids, tlp = got
                 if ids.tolist() != ex.input_ids[t0:t1]:
                     stats["topk_mismatch"] += 1
+                    continue
+                ctx = topk.context(ex.key, turn)  # collection-time sidecars: the context the teacher saw
+                if ctx is not None and ctx != ex.turn_context.get(turn):
+                    stats["topk_context_mismatch"] += 1
                     continue
                 stats["topk_turns"] += 1
                 have[t0:t1] = True
@@ -361,7 +365,8 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     prepared, group_info, pstats = prepare(examples, cfg, topk)
     if topk is not None:
         say(f"top-k teacher: {pstats['topk_turns']} turns matched, {pstats['topk_missing']} missing, "
-            f"{pstats['topk_mismatch']} with different tokens (dropped)")
+            f"{pstats['topk_mismatch']} with different tokens, {pstats['topk_context_mismatch']} under "
+            "another context (dropped)")
         if pstats["topk_turns"] == 0:
             raise SadEvalError("the top-k cache covers none of the training turns")
     train_idx, eval_idx = split_by_episode(examples, cfg.eval_frac, cfg.seed)
