@@ -180,3 +180,32 @@ def test_cli_runs_and_rejects_bad_options(tiny, tmp_path):
     assert rc == 0 and (out / "model.safetensors").is_file()
     assert main(["distill", "--data", FIXTURE, "--student", tiny, "--out", str(out), "--method", "nope"]) == 2
     assert main(["distill", "--data", FIXTURE, "--student", "no-such-model", "--out", str(out)]) == 2
+
+
+def test_distill_topk_cli_records_its_context_and_exemplars(tiny, tmp_path, capsys):
+    import shutil
+
+    from safetensors import safe_open
+
+    from sad_eval.cli import main
+
+    data = tmp_path / "t.jsonl"
+    shutil.copy(FIXTURE, data)
+    assert main(["distill-topk", "--data", str(data), "--teacher", tiny, "--k", "4", "--seq-len", "4096",
+                 "--reserve", "0", "--exemplars", "hotpotqa=react"]) == 0
+    side = tmp_path / "t.topk.safetensors"
+    meta = safe_open(str(side), framework="pt").metadata()
+    assert meta["seq_len"] == "4096" and meta["reserve"] == "0" and meta["chat"] == "True"
+    shots = json.loads(meta["exemplars"])
+    assert shots["alfworld"] == "" and shots["webshop"] == "" and len(shots["hotpotqa"]) == 16
+    # trained under the same context (exemplars included): every turn matches
+    s = quiet_train(cfg(tiny, tmp_path / "ok", data=[str(data)], loss="kl", seq_len=4096,
+                        exemplars={"hotpotqa": "react"}))
+    assert s["topk"]["topk_turns"] > 0 and s["topk"]["topk_mismatch"] == 0
+    args = json.loads((tmp_path / "ok" / "training_args.json").read_text())
+    assert args["exemplars"] == {"hotpotqa": "react"}  # the eval agent reads them back (test_exemplars)
+    capsys.readouterr()
+    assert main(["distill", "--data", str(data), "--student", tiny, "--out", str(tmp_path / "bad"), "--loss", "kl",
+                 "--seq-len", "4096", "--reserve", "0", "--max-steps", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "another context: exemplars" in err and len(err.strip().splitlines()) == 1
