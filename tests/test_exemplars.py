@@ -148,3 +148,13 @@ def test_experiment_config_key(tmp_path):
     cfg_file.write_text("envs:\n  hotpotqa: {exemplars: many}\nstudents: [tiny]\n")
     with pytest.raises(SadEvalError, match="envs.hotpotqa.exemplars"):
         load_config(cfg_file)
+
+
+def test_webshop_teacher_exemplars_from_train(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAD_EVAL_CACHE", str(tmp_path))
+    ex = X.load_exemplars("webshop", "2", data_root).for_task("fixed_0")
+    assert len(ex) == 2 and all("Action: search[" in e and "click[" in e for e in ex)
+    ids = json.loads((tmp_path / "exemplars" / "webshop.json").read_text())["task_ids"]
+    from sad_eval.envs.webshop.env import list_tasks
+
+    assert set(ids) <= set(list_tasks("train", data_root)) and not set(ids) & set(list_tasks("test", data_root))
