@@ -282,6 +282,9 @@ class OpenAIPolicy:
         for tok, lp, alts in rows:
             if len(got) >= len(want):
                 break
+            if tok not in index and "\ufffd".encode() in tok:
+                raise self._fail(f"{where}: a token that is part of a UTF-8 character came back as text only "
+                                 "(no 'bytes'), so it cannot be mapped to an id; use --api chat")
             if tok not in index:
                 raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.tokenizer())}): "
                                  f"token {tok!r} is not in the student vocabulary; top-k distillation needs the "
