@@ -264,7 +264,7 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
 
 def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
              workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str, progress: bool,
-             exemplars: str | None = None) -> None:
+             exemplars: str | None = None, teacher_topk: int = 0) -> None:
     from sad_eval.agents.experts import expert_env_kwargs
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
@@ -276,7 +276,8 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
     if max_steps:
         env_kwargs["max_steps"] = max_steps
     spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding),
-                     base_url=plan.base_url if agent == plan.teacher else None, exemplars=exemplars)
+                     base_url=plan.base_url if agent == plan.teacher else None, exemplars=exemplars,
+                     top_logprobs=teacher_topk)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                       samples=samples, env_kwargs=env_kwargs, kind=kind), progress=progress)
 
@@ -292,12 +293,21 @@ def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Sta
         shots = _teacher_exemplars(plan)
         if shots:  # only when set: zero-shot stages keep their digests
             settings["exemplars"] = shots
+        # collect.teacher_topk: the model teacher's top-k beside its train trajectories (--loss kl)
+        topk = int(c.get("teacher_topk", 0)) if part == "train" and not _scripted(plan) else 0
+        if topk:
+            settings["teacher_topk"] = topk
         cmd = (f"sad-eval {'collect --teacher' if part == 'train' else 'eval --agent'} {plan.teacher} --env {plan.name} "
-               f"--split {split}" + (f" -n {n}" if n else "") + f" --out {out}")
+               f"--split {split}" + (f" -n {n}" if n else "") + f" --out {out}"
+               + (f" --exemplars {shots}" if shots else "") + (f" --teacher-topk {topk}" if topk else ""))
         stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
-                   lambda out=out, split=split, n=n, steps=steps, s=settings: _rollout(
+                   lambda out=out, split=split, n=n, steps=steps, s=settings, topk=topk: _rollout(
                        plan.teacher, plan, split, n, out, 0, int(c.get("batch", 8)), workers, s["samples"],
-                       {}, steps, "collect", progress, shots or None), cmd)
+                       {}, steps, "collect", progress, shots or None, topk), cmd)
+
+
+def _scripted(plan: EnvPlan) -> bool:
+    return plan.teacher in ("expert", "oracle")
 
 
 def _teacher_exemplars(plan: EnvPlan) -> str:

@@ -23,8 +23,9 @@ from sad_eval.topk_format import FORMAT, context_digest, context_meta, sidecar_p
 
 
 def parts_dir(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".topk.parts")
+    """``OUT.topk.parts/`` beside ``OUT.jsonl`` (and its ``OUT.topk.safetensors``)."""
+    side = sidecar_path(out)
+    return side.with_name(side.name[: -len(".safetensors")] + ".parts")
 
 
 def episode_key(task_id: str, sample: int) -> str:

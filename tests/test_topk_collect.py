@@ -276,3 +276,18 @@ def test_collected_sidecar_trains_turn_by_turn_under_matching_contexts(tiny_chec
         run("shots", exemplars={"hotpotqa": "react"})
     with pytest.raises(SadEvalError, match=r"chat True \(training: False\)"):
         run("plain", chat=False)
+
+
+def test_context_check_compares_the_exemplars_of_the_sidecars_own_envs(tmp_path, smol_tokenizer):
+    from sad_eval.distill.topk import TopK
+    from sad_eval.topk_format import context_meta, write_sidecar
+
+    rows = {("q#0", 0): (torch.tensor([1, 2]), torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2))}
+    side = write_sidecar(tmp_path / "hp.topk.safetensors", rows, 2, 49152, contexts={("q#0", 0): bytes(32)},
+                         **context_meta(smol_tokenizer, None, True, 128, {"hotpotqa": ""}))
+    tk = TopK([side])
+    # another env's exemplars (a second data file) and another budget (per-turn contexts) do not matter
+    tk.check_context(context_meta(smol_tokenizer, 512, True, 64, {"hotpotqa": "", "alfworld": "abc"}))
+    with pytest.raises(SadEvalError, match="exemplars"):
+        tk.check_context(context_meta(smol_tokenizer, 512, True, 128, {"hotpotqa": "0123456789abcdef"}))
+    assert tk.context("q#0", 0) == bytes(32) and tk.context("q#1", 0) is None
