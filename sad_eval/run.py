@@ -110,8 +110,9 @@ def check_resume(cfg: RunConfig, manifest: dict[str, Any]) -> None:
     diff = [k for k in IDENTITY_KEYS if old.get(k) != manifest.get(k)]
     if old.get("agent_config", {}).get("decoding") != manifest["agent_config"].get("decoding"):
         diff.append("decoding")
-    if old.get("agent_config", {}).get("exemplars") != manifest["agent_config"].get("exemplars"):
-        diff.append("exemplars")
+    for key in ("exemplars", "teacher_topk"):  # the prompt, and which top-k shards the episodes have
+        if old.get("agent_config", {}).get(key) != manifest["agent_config"].get(key):
+            diff.append(key)
     if diff:
         raise SadEvalError(f"{cfg.out} was written with different {', '.join(diff)}; "
                            "use --overwrite or another --out")

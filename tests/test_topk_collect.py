@@ -192,11 +192,13 @@ def test_collect_writes_the_sidecar_from_hf_and_from_an_endpoint_alike(served, t
             assert hf.context(key, t) == api.context(key, t) and len(hf.context(key, t)) == 32
             rows += 1
     assert rows >= 2
-    # resuming a finished run keeps the sidecar; shards of another K are refused
+    # resuming a finished run keeps the sidecar; resuming with another K (or none) is refused
     _collect(str(tiny_checkpoint), hf_out)
     assert TopK([sides[0]]).index.keys() == hf.index.keys()
-    with pytest.raises(SadEvalError, match="k=3"):
-        _collect(str(tiny_checkpoint), hf_out, k=5)
+    for k in (5, 0):
+        with pytest.raises(SadEvalError, match="different teacher_topk"):
+            _collect(str(tiny_checkpoint), hf_out, k=k, n=3)
+    assert TopK([sides[0]]).index.keys() == hf.index.keys()  # nothing written lost
 
 
 def test_collect_topk_needs_a_model_teacher(tmp_path):
