@@ -138,7 +138,7 @@ def test_topk_kl_relation_to_the_full_kl():
 @pytest.mark.parametrize("T", [0.5, 1.0, 2.0])
 def test_kl_equals_trl_generalized_jsd_beta0_times_t_squared(T):
     """Ours = TRL's GKD `generalized_jsd_loss(beta=0)` · T²: TRL applies no T² factor. TRL is not a
-    dependency (it costs ~8 s to import); install it to run this (`pip install trl`)."""
+    dependency (it costs ~8 s to import); install it to run this (`pip install -e .[trl]`)."""
     pytest.importorskip("trl")
     import os
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
