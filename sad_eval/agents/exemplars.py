@@ -96,9 +96,6 @@ class Exemplars:
         return bool(self.by_type or self.shared)
 
 
-NONE_DIGEST = ""
-
-
 def load_exemplars(env: str, spec: Any, data_root: str | Path | None = None) -> Exemplars:
     """Build (or read from cache) the exemplars ``spec`` names for ``env``."""
     spec = parse_spec(spec)
