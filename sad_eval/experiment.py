@@ -49,6 +49,9 @@ class EnvPlan:
     teacher: str = ""  # expert | oracle | checkpoint | openai:MODEL
     base_url: str | None = None  # for an openai:MODEL teacher
     subset: str = "stratified"  # how train_tasks/eval_tasks are picked (harness.select_tasks); "first" = id order
+    # few-shot exemplars (agents/exemplars.py: K, react, react:KEY) of a model teacher's prompts and of
+    # the students' prompts (trained and evaluated with them); None: zero-shot
+    exemplars: str | int | None = None
 
 
 @dataclass
@@ -143,6 +146,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
                 raise SadEvalError(f"{path}: envs.{name}.{key} must be a positive integer, got {_brief(v)}")
         for key in ("train_split", "eval_split", "teacher"):
             _expect(path, f"envs.{name}.{key}", plan.get(key, ""), str, "a string")
+        try:
+            from sad_eval.agents.exemplars import parse_spec
+
+            parse_spec(envs[-1].exemplars)
+        except SadEvalError as e:
+            raise SadEvalError(f"{path}: envs.{name}.exemplars: {e}") from None
     if not envs:
         raise SadEvalError(f"{path}: no envs")
     students = []
@@ -373,7 +382,8 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
 
 def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
              workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str,
-             progress: bool, prefix_cache: bool = True) -> Incomplete | None:
+             progress: bool, prefix_cache: bool = True, exemplars: str | None = None,
+             teacher_topk: int = 0) -> Incomplete | None:
     """Run (or resume) one trajectory file; `Incomplete` when episodes errored (env or server
     failures), so that the stage is not stamped and a rerun retries them."""
     from sad_eval.agents.experts import expert_env_kwargs
@@ -387,7 +397,8 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
     if max_steps:
         env_kwargs["max_steps"] = max_steps
     spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding),
-                     base_url=plan.base_url if agent == plan.teacher else None, prefix_cache=prefix_cache)
+                     base_url=plan.base_url if agent == plan.teacher else None, prefix_cache=prefix_cache,
+                     exemplars=exemplars, top_logprobs=teacher_topk)
     execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                       samples=samples, env_kwargs=env_kwargs, kind=kind, subset=plan.subset), progress=progress)
     from sad_eval.trajectory import read_trajectories
@@ -407,13 +418,38 @@ def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Sta
         out = root / "teacher" / f"{plan.name}-{part}.jsonl"
         settings = {"teacher": plan.teacher, "split": split, "n": n, "samples": samples if part == "train" else 1,
                     "max_steps": steps, "subset": plan.subset}
+        shots = _teacher_exemplars(plan)
+        if shots:  # only when set: zero-shot stages keep their digests
+            settings["exemplars"] = shots
+        # collect.teacher_topk: the model teacher's top-k beside its train trajectories (--loss kl)
+        topk = int(c.get("teacher_topk", 0)) if part == "train" and not _scripted(plan) else 0
+        if topk:
+            settings["teacher_topk"] = topk
         cmd = (f"sad-eval {'collect --teacher' if part == 'train' else 'eval --agent'} {plan.teacher} --env {plan.name} "
                f"--split {split}" + (f" -n {n} --subset {plan.subset}" if n else "")
-               + (f" --max-steps {steps}" if steps else "") + f" --out {out}")
+               + (f" --max-steps {steps}" if steps else "") + f" --out {out}"
+               + (f" --exemplars {shots}" if shots else "") + (f" --teacher-topk {topk}" if topk else ""))
         stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
-                   lambda out=out, split=split, n=n, steps=steps, s=settings: _rollout(
+                   lambda out=out, split=split, n=n, steps=steps, s=settings, topk=topk: _rollout(
                        plan.teacher, plan, split, n, out, 0, int(c.get("batch", 8)), workers, s["samples"],
-                       {}, steps, "collect", progress), cmd)
+                       {}, steps, "collect", progress, exemplars=shots or None, teacher_topk=topk), cmd)
+
+
+def _scripted(plan: EnvPlan) -> bool:
+    return plan.teacher in ("expert", "oracle")
+
+
+def _teacher_exemplars(plan: EnvPlan) -> str:
+    """The plan's exemplars for a model teacher ("" for a scripted one, which writes no prompt)."""
+    from sad_eval.agents.exemplars import parse_spec
+
+    return "" if plan.teacher in ("expert", "oracle") else parse_spec(plan.exemplars)
+
+
+def _student_exemplars(cfg: ExperimentConfig) -> dict[str, str]:
+    from sad_eval.agents.exemplars import parse_spec
+
+    return {p.name: parse_spec(p.exemplars) for p in cfg.envs if parse_spec(p.exemplars)}
 
 
 def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int, root: Path,
@@ -424,6 +460,8 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     out = root / "ckpt" / student_key(student, method, seed)
     # train on exactly the contexts eval will show: same room left for the generated turn
     distill_opts = {"reserve": cfg.max_new_tokens, **cfg.distill}
+    if _student_exemplars(cfg):  # only when set: zero-shot stages keep their digests
+        distill_opts["exemplars"] = _student_exemplars(cfg)
     settings = {"student": student.__dict__, "method": method, "seed": seed,
                 **{k: v for k, v in distill_opts.items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, data)
@@ -446,7 +484,8 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     cmd = ("sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
            + (f" --init-from-layers {student.init_from_layers}" if student.init_from_layers else "")
            + f" --method {method} --seed {seed} --out {out} "
-           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in distill_opts.items()))
+           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in distill_opts.items() if k != "exemplars")
+           + "".join(f" --exemplars {e}={x}" for e, x in distill_opts.get("exemplars", {}).items()))
     stages.run(f"distill-{student_key(student, method, seed)}", digest, go, cmd)
 
 

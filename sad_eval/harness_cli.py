@@ -73,7 +73,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
                 max_context: Optional[int] = None, server_url: Optional[str] = None,
                 base_url: Optional[str] = None, api: str = "chat", samples: int = 1, kind: str = "eval",
                 progress: bool = True, show_table: bool = True, retry_errors: bool = True,
-                subset: str = "stratified", subset_seed: int = 0, prefix_cache: bool = True) -> Path:
+                subset: str = "stratified", subset_seed: int = 0, prefix_cache: bool = True,
+                exemplars: Optional[str] = None, teacher_topk: int = 0, topk_tokenizer: Optional[str] = None) -> Path:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import AgentSpec
     from sad_eval.envs import DEFAULT_SPLITS, env_id
@@ -87,6 +88,8 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
 
     if subset not in SUBSETS:
         raise SadEvalError(f"--subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    if teacher_topk < 0:
+        raise SadEvalError("--teacher-topk must be >= 1 (0: none)")
     if batch < 1 or workers < 1 or samples < 1:
         raise SadEvalError("--batch, --workers and --samples must be >= 1")
     check_settings(n, temperature, top_p, max_new_tokens, max_steps, max_context, base_url)
@@ -101,10 +104,17 @@ def run_command(agent: str, env: str, split: Optional[str] = None, n: Optional[i
         from sad_eval.agents.experts import expert_env_kwargs
 
         env_kwargs.update(expert_env_kwargs(env))
+    if exemplars is not None:
+        from sad_eval.agents.exemplars import parse_spec
+
+        if agent in ("expert", "oracle"):
+            raise SadEvalError("--exemplars applies to model agents (a checkpoint or openai:MODEL), not scripted ones")
+        exemplars = parse_spec(exemplars)
     spec = AgentSpec(agent=agent, env=env, chat=chat, base_url=base_url, api=api, max_context=max_context,
                      prefix_cache=prefix_cache,
                      decoding=DecodingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                             top_p=top_p, seed=seed))
+                                             top_p=top_p, seed=seed), exemplars=exemplars,
+                     top_logprobs=teacher_topk, tokenizer=topk_tokenizer)
     out = out or default_out(agent, env, split, kind)
     cfg = RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
                     tasks=_task_list(tasks), shard=parse_shard(shard), samples=samples, overwrite=overwrite,
@@ -139,6 +149,8 @@ def report_errors(new: list, out: Path) -> None:
 
 DECODING_PANEL = "Decoding (model agents)"
 RETRY_HELP = "On resume, keep errored episodes (server down, ...) instead of running them again."
+EXEMPLARS_HELP = ("Few-shot exemplars in the system prompt: K (teacher episodes from train; per task type for "
+                  "ALFWorld), react or react:KEY (ReAct's prompts), 0 = none. Default: a student's training prompt.")
 
 
 def register(app: typer.Typer) -> None:
@@ -171,6 +183,8 @@ def register(app: typer.Typer) -> None:
         subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the stratified subset."),
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
                                           help="Reuse each episode's KV cache across turns (HF agents)."),
+        exemplars: Optional[str] = typer.Option(None, "--exemplars", rich_help_panel=DECODING_PANEL,
+                                                help=EXEMPLARS_HELP),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
         no_retry_errors: bool = typer.Option(False, "--no-retry-errors", help=RETRY_HELP),
     ):
@@ -178,7 +192,7 @@ def register(app: typer.Typer) -> None:
         run_command(agent, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, teacher,
                     temperature, top_p, max_new_tokens, chat, max_steps, max_context, server_url, base_url,
                     api, progress=not no_progress, retry_errors=not no_retry_errors, subset=subset,
-                    subset_seed=subset_seed, prefix_cache=prefix_cache)
+                    subset_seed=subset_seed, prefix_cache=prefix_cache, exemplars=exemplars)
 
     @app.command("collect")
     def collect_cmd(
@@ -189,6 +203,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, "--temperature", rich_help_panel=DECODING_PANEL),
         top_p: float = typer.Option(1.0, "--top-p", rich_help_panel=DECODING_PANEL),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", rich_help_panel=DECODING_PANEL),
+        max_context: Optional[int] = typer.Option(None, "--max-context", rich_help_panel=DECODING_PANEL,
+                                                  help="Context tokens of a checkpoint teacher (default: its own)."),
         n: Optional[int] = typer.Option(None, "-n", help="N tasks (see --subset)."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Task ids: a,b,c or @file."),
         seed: int = typer.Option(0, "--seed"),
@@ -198,16 +214,24 @@ def register(app: typer.Typer) -> None:
         shard: Optional[str] = typer.Option(None, "--shard"),
         overwrite: bool = typer.Option(False, "--overwrite"),
         base_url: Optional[str] = typer.Option(None, "--base-url"),
+        api: str = typer.Option("chat", "--api", help="chat | completions (openai:MODEL)."),
         server_url: Optional[str] = typer.Option(None, "--server-url"),
         subset: str = typer.Option("stratified", "--subset", help="How -n picks tasks: stratified (seeded, balanced by task type) | first (id order)."),
         subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the stratified subset."),
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", rich_help_panel=DECODING_PANEL,
                                           help="Reuse each episode's KV cache across turns (HF agents)."),
+        exemplars: Optional[str] = typer.Option(None, "--exemplars", rich_help_panel=DECODING_PANEL,
+                                                help=EXEMPLARS_HELP),
+        teacher_topk: int = typer.Option(0, "--teacher-topk", help="Also write the teacher's top-K log-probs "
+                                         "per generated token: OUT.topk.safetensors, for distill --loss kl."),
+        topk_tokenizer: Optional[str] = typer.Option(None, "--topk-tokenizer", help="Student tokenizer an "
+                                                     "endpoint's tokens are mapped to (default smollm2-135m)."),
         no_progress: bool = typer.Option(False, "--no-progress"),
         no_retry_errors: bool = typer.Option(False, "--no-retry-errors", help=RETRY_HELP),
     ):
         """Collect a teacher training set (K samples per task) with the same engine as `eval`."""
         run_command(teacher, env, split, n, tasks, seed, batch, workers, out, shard, overwrite, None,
-                    temperature, top_p, max_new_tokens, True, None, None, server_url, base_url, "chat",
+                    temperature, top_p, max_new_tokens, True, None, max_context, server_url, base_url, api,
                     samples=samples, kind="collect", progress=not no_progress, retry_errors=not no_retry_errors,
-                    subset=subset, subset_seed=subset_seed, prefix_cache=prefix_cache)
+                    subset=subset, subset_seed=subset_seed, prefix_cache=prefix_cache, exemplars=exemplars,
+                    teacher_topk=teacher_topk, topk_tokenizer=topk_tokenizer)

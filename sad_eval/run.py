@@ -27,7 +27,7 @@ MANIFEST_FORMAT = "sad-eval/manifest@1"
 IDENTITY_KEYS = ("env", "split", "seed", "samples", "agent", "subset", "subset_seed")
 # of the agent's config and the env's keywords, the ones that change what an episode is (the
 # endpoint's address and the WebShop server's URL say where, not what)
-AGENT_IDENTITY = ("decoding", "chat", "max_context", "api")
+AGENT_IDENTITY = ("decoding", "chat", "max_context", "api", "exemplars", "teacher_topk")
 ENV_NOT_IDENTITY = ("server_url",)
 
 
@@ -192,9 +192,16 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
     from sad_eval.harness import plan_jobs, rollout, rollout_parallel
 
     env_name = cfg.spec.env
+    out = Path(cfg.out)
+    topk = cfg.spec.top_logprobs
+    if topk and cfg.spec.kind == "scripted":
+        raise SadEvalError("--teacher-topk needs a model teacher (a checkpoint or openai:MODEL)")
     if cfg.overwrite:
         out.unlink(missing_ok=True)
         manifest_path(out).unlink(missing_ok=True)
+        from sad_eval import topk_collect
+
+        topk_collect.remove(out)
     task_ids = resolve_tasks(env_name, cfg.split, cfg.env_kwargs, cfg.tasks)
     jobs = plan_jobs(task_ids, cfg.samples, cfg.limit, cfg.shard, cfg.subset, cfg.subset_seed)
     manifest = build_manifest(cfg, task_ids, len(jobs))
@@ -214,8 +221,11 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
     # the description is rich markup: a checkpoint path like `ckpt/[v2]` must show as text
     bar = _Progress(len(jobs), len(jobs) - len(todo), escape(f"{cfg.kind} {cfg.spec.agent} on {env_name}/{cfg.split}"),
                     enabled=progress)
+    recorder = None
     with TrajectoryWriter(out) as writer, bar:
         def record(ep: Episode) -> None:
+            if recorder is not None:
+                recorder.write(ep)  # the shard first: a recorded episode always has its top-k
             writer.write(ep)
             new.append(ep)
             bar.advance(ep)
@@ -227,9 +237,17 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
                 policy = make_policy(cfg.spec)
+                if topk:
+                    from sad_eval.topk_collect import TopKRecorder
+
+                    policy = recorder = TopKRecorder(policy, topk, out, env_name)
                 factory = lambda: make_env(env_name, split=cfg.split, **cfg.env_kwargs)  # noqa: E731
                 rollout(factory, policy, env_name, cfg.split, todo, cfg.seed, cfg.batch, record)
     _warn_blind_turns(new)
+    if topk:
+        from sad_eval.topk_collect import merge
+
+        merge(out, topk)  # also after a resume that found nothing left to do
     return new
 
 

@@ -59,7 +59,7 @@ def test_topk_kl_equals_full_kl_when_k_is_vocab():
     v = 11
     s = torch.randn(2, 3, v, dtype=torch.float64) * 2
     t = torch.randn(2, 3, v, dtype=torch.float64) * 2
-    for T in (1.0, 2.0):
+    for T in (0.5, 1.0, 2.0):
         lp = torch.log_softmax(t, -1)
         top = lp.topk(v, -1)
         full = losses.kl_per_token(s, t, T)
@@ -84,6 +84,80 @@ def test_topk_kl_with_small_k_is_the_kl_of_the_coarsened_distributions():
     got = float(losses.topk_kl_per_token(s, top.indices, top.values))
     assert got == pytest.approx(want, abs=1e-6)
     assert got <= float(losses.kl_per_token(s, t)) + 1e-6  # coarsening never increases KL
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0])
+def test_topk_kl_is_zero_with_zero_gradient_when_student_equals_teacher(T):
+    # k < V: fails on the old code, which softened the teacher's bucket after coarsening and the
+    # student's before (T = 2, k = 3 here: loss ~0.4)
+    torch.manual_seed(1)
+    z = torch.randn(4, 5, 11, dtype=torch.float64) * 3
+    top = torch.log_softmax(z, -1).topk(3, -1)
+    s = z.clone().requires_grad_(True)
+    loss = losses.topk_kl_per_token(s, top.indices, top.values, T)
+    loss.sum().backward()
+    assert float(loss.detach().abs().max()) < 1e-12
+    assert float(s.grad.abs().max()) < 1e-12
+    # and away from the fixed point the loss is positive with a nonzero gradient
+    s2 = (z + torch.randn_like(z)).requires_grad_(True)
+    away = losses.topk_kl_per_token(s2, top.indices, top.values, T)
+    away.sum().backward()
+    assert float(away.detach().min()) > 0 and float(s2.grad.abs().max()) > 1e-3
+
+
+def test_topk_kl_softens_the_coarsened_distributions_the_same_way():
+    s = torch.tensor([[1.0, 0.0, -1.0, 0.5]], dtype=torch.float64)
+    t = torch.tensor([[2.0, 1.0, 0.0, -1.0]], dtype=torch.float64)
+    top = torch.log_softmax(t, -1).topk(2, -1)  # tokens 0, 1; tail {2, 3}
+    p, q = torch.softmax(t, -1)[0], torch.softmax(s, -1)[0]
+    for T in (0.5, 2.0):
+        P = torch.stack([p[0], p[1], p[2] + p[3]]) ** (1 / T)
+        Q = torch.stack([q[0], q[1], q[2] + q[3]]) ** (1 / T)
+        P, Q = P / P.sum(), Q / Q.sum()
+        want = float((P * (P / Q).log()).sum()) * T * T
+        got = float(losses.topk_kl_per_token(s, top.indices, top.values, T))
+        assert got == pytest.approx(want, abs=1e-10)
+
+
+def test_topk_kl_relation_to_the_full_kl():
+    """T = 1: never above the full KL. T != 1: no bound either way (docs/distill.md): cases above and
+    below the full softened KL both occur."""
+    torch.manual_seed(2)
+    t = torch.randn(400, 50, dtype=torch.float64) * 2
+    s = t + torch.randn_like(t)
+    top = torch.log_softmax(t, -1).topk(5, -1)
+    for T in (0.5, 1.0, 2.0):
+        ratio = losses.topk_kl_per_token(s, top.indices, top.values, T) / losses.kl_per_token(s, t, T).double()
+        if T == 1.0:
+            assert float(ratio.max()) <= 1 + 1e-9
+        else:
+            assert float(ratio.max()) > 1 and float(ratio.min()) < 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0])
+def test_kl_equals_trl_generalized_jsd_beta0_times_t_squared(T):
+    """Ours = TRL's GKD `generalized_jsd_loss(beta=0)` · T²: TRL applies no T² factor. TRL is not a
+    dependency (it costs ~8 s to import); install it to run this (`pip install -e .[trl]`)."""
+    pytest.importorskip("trl")
+    import os
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    try:
+        from trl.experimental.gkd.gkd_trainer import GKDTrainer  # trl >= 0.2x
+    except ImportError:
+        from trl.trainer.gkd_trainer import GKDTrainer
+    torch.manual_seed(3)
+    s = torch.randn(2, 7, 13) * 2
+    t = torch.randn(2, 7, 13) * 2
+    labels = torch.randint(0, 13, (2, 7))
+    labels[0, :2] = -100  # masked positions, as TRL's labels mark them
+    mask = (labels != -100).long()
+    trl = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=0.0, temperature=T, reduction="batchmean")
+    ours = losses.group_loss(losses.kl_per_token(s, t, T), [("all", mask, 1.0)])
+    assert float(ours) == pytest.approx(float(trl) * T * T, abs=1e-6)
+    top = torch.log_softmax(t, -1).topk(13, -1)  # k = V: the cached loss is the same
+    cached = losses.group_loss(losses.topk_kl_per_token(s, top.indices, top.values, T), [("all", mask, 1.0)])
+    assert float(cached) == pytest.approx(float(trl) * T * T, abs=1e-6)
 
 
 def test_entropies():

@@ -133,7 +133,7 @@ def test_kl_from_a_topk_sidecar(tiny, tmp_path, smol_tokenizer):
     from transformers import AutoModelForCausalLM
 
     from sad_eval.distill.examples import build_examples
-    from sad_eval.distill.topk import TopK, teacher_topk_entries, write_sidecar
+    from sad_eval.distill.topk import TopK, context_meta, teacher_topk_entries, write_sidecar
     from sad_eval.trajectory import load_trajectories
 
     with warnings.catch_warnings():
@@ -144,7 +144,8 @@ def test_kl_from_a_topk_sidecar(tiny, tmp_path, smol_tokenizer):
     key = next(iter(entries))
     ids, tids, tlp = entries[key]
     entries[key] = (ids + 1, tids, tlp)  # one turn with other tokens: must be dropped, not misaligned
-    side = write_sidecar(tmp_path / "t.topk.safetensors", entries, 16, 49152)
+    ctx = context_meta(smol_tokenizer, 256, True, 0, {"alfworld": "", "hotpotqa": "", "webshop": ""})
+    side = write_sidecar(tmp_path / "t.topk.safetensors", entries, 16, 49152, **ctx)
     tk = TopK([side])
     assert tk.k == 16 and tk.get(*key)[1].shape == (len(ids), 16)
     s = quiet_train(cfg(tiny, tmp_path / "topk", loss="kl", teacher_topk=[str(side)]))
@@ -154,6 +155,19 @@ def test_kl_from_a_topk_sidecar(tiny, tmp_path, smol_tokenizer):
         quiet_train(cfg(tiny, tmp_path / "topk2", loss="kl", teacher_topk=[str(side)], method="token"))
     with pytest.raises(SadEvalError, match="not found"):
         quiet_train(cfg(tiny, tmp_path / "topk3", loss="kl"))  # no sidecar beside the data
+    # a sidecar made under another context is refused with one line naming what differs
+    with pytest.raises(SadEvalError, match=r"another context: seq_len 256 \(training: 512\)"):
+        quiet_train(cfg(tiny, tmp_path / "topk4", loss="kl", teacher_topk=[str(side)], seq_len=512))
+    with pytest.raises(SadEvalError, match=r"chat True \(training: False\)"):
+        quiet_train(cfg(tiny, tmp_path / "topk5", loss="kl", teacher_topk=[str(side)], chat=False))
+    with pytest.raises(SadEvalError, match="reserve 0"):
+        quiet_train(cfg(tiny, tmp_path / "topk6", loss="kl", teacher_topk=[str(side)], reserve=64))
+    with pytest.raises(SadEvalError, match="exemplars"):
+        quiet_train(cfg(tiny, tmp_path / "topk7", loss="kl", teacher_topk=[str(side)],
+                        exemplars={"alfworld": "react"}))
+    legacy = write_sidecar(tmp_path / "old.topk.safetensors", entries, 16, 49152, seq_len=256, chat=True)
+    with pytest.raises(SadEvalError, match="does not record its context"):
+        quiet_train(cfg(tiny, tmp_path / "topk8", loss="kl", teacher_topk=[str(legacy)]))
 
 
 def test_cli_runs_and_rejects_bad_options(tiny, tmp_path):
@@ -166,3 +180,32 @@ def test_cli_runs_and_rejects_bad_options(tiny, tmp_path):
     assert rc == 0 and (out / "model.safetensors").is_file()
     assert main(["distill", "--data", FIXTURE, "--student", tiny, "--out", str(out), "--method", "nope"]) == 2
     assert main(["distill", "--data", FIXTURE, "--student", "no-such-model", "--out", str(out)]) == 2
+
+
+def test_distill_topk_cli_records_its_context_and_exemplars(tiny, tmp_path, capsys):
+    import shutil
+
+    from safetensors import safe_open
+
+    from sad_eval.cli import main
+
+    data = tmp_path / "t.jsonl"
+    shutil.copy(FIXTURE, data)
+    assert main(["distill-topk", "--data", str(data), "--teacher", tiny, "--k", "4", "--seq-len", "4096",
+                 "--reserve", "0", "--exemplars", "hotpotqa=react"]) == 0
+    side = tmp_path / "t.topk.safetensors"
+    meta = safe_open(str(side), framework="pt").metadata()
+    assert meta["seq_len"] == "4096" and meta["reserve"] == "0" and meta["chat"] == "True"
+    shots = json.loads(meta["exemplars"])
+    assert shots["alfworld"] == "" and shots["webshop"] == "" and len(shots["hotpotqa"]) == 16
+    # trained under the same context (exemplars included): every turn matches
+    s = quiet_train(cfg(tiny, tmp_path / "ok", data=[str(data)], loss="kl", seq_len=4096,
+                        exemplars={"hotpotqa": "react"}))
+    assert s["topk"]["topk_turns"] > 0 and s["topk"]["topk_mismatch"] == 0
+    args = json.loads((tmp_path / "ok" / "training_args.json").read_text())
+    assert args["exemplars"] == {"hotpotqa": "react"}  # the eval agent reads them back (test_exemplars)
+    capsys.readouterr()
+    assert main(["distill", "--data", str(data), "--student", tiny, "--out", str(tmp_path / "bad"), "--loss", "kl",
+                 "--seq-len", "4096", "--reserve", "0", "--max-steps", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "another context: exemplars" in err and len(err.strip().splitlines()) == 1

@@ -594,7 +594,7 @@ def test_a_huge_prompt_is_413_at_once_and_holds_no_lock(model_client):
     ("[" * 100_000 + "]" * 100_000, 400, "nests deeper"),
     ('{"model": "tiny", "prompt": ""}', 400, "must not be empty"),
     ('{"model": "tiny", "prompt": ["ok", ""]}', 400, "must not be empty"),
-    ('{"model": "tiny", "prompt": "x", "logprobs": 2}', 400, "'logprobs' is not supported"),
+    ('{"model": "tiny", "prompt": "x", "logprobs": 99}', 400, "logprobs"),  # implemented, up to 20
     ('{"model": "tiny", "prompt": "x", "echo": true}', 400, "'echo' is not supported"),
     ('{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}', 400,
      "'tools' is not supported"),

@@ -39,6 +39,10 @@ class Turn:
     logprobs: list[float] | None = None
     context_tokens: int | None = None  # tokens of the context the model saw (model agents)
     obs_visible: bool | None = None  # the latest observation was in that context
+    # when asked (collect --teacher-topk): the generated token ids (in the student tokenizer's
+    # vocabulary) and, per token, the teacher's top-N (token id, log-prob at temperature 1)
+    token_ids: list[int] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @runtime_checkable

@@ -35,7 +35,10 @@ class Generation:
     text: str  # generated text, cut after the action line / stop string
     tokens: int  # tokens generated up to the cut
     logprobs: list[float] | None = None  # chosen-token log-probs (when asked)
-    top_logprobs: list[list[tuple[int, float]]] | None = None  # per token, the top-N (id, log-prob)
+    # when asked (``top_logprobs=N``): the generated ids and, per generated token, the top-N
+    # (token id, log-prob) of the model's raw (temperature-1) distribution
+    token_ids: list[int] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass
@@ -118,7 +121,7 @@ class HFGenerator:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: Sequence[str], cfg: DecodingConfig, stop: Sequence[str] = (),
-                 action_stop: bool = True, logprobs: bool = False) -> list[Generation]:
+                 action_stop: bool = True, logprobs: bool = False, top_logprobs: int = 0) -> list[Generation]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -145,7 +148,8 @@ class HFGenerator:
 
         gen_kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
                           eos_token_id=self.eos_ids or None, stopping_criteria=StoppingCriteriaList([RowStop()]),
-                          return_dict_in_generate=True, output_scores=logprobs)
+                          return_dict_in_generate=True, output_scores=logprobs,
+                          output_logits=top_logprobs > 0)  # raw logits: scores are after temperature/top-p
         if cfg.temperature > 0:
             torch.manual_seed(cfg.seed)
             gen_kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
@@ -175,7 +179,16 @@ class HFGenerator:
             lp = None
             if logprobs:
                 lp = [float(torch.log_softmax(out.scores[i][b].float(), -1)[ids[i]]) for i in range(n)]
-            results.append(Generation(text, n, lp))
+            top = None
+            if top_logprobs > 0:
+                top, raw = [], []
+                for i in range(n):
+                    dist = torch.log_softmax(out.logits[i][b].float(), -1)
+                    t = dist.topk(top_logprobs)
+                    top.append(list(zip(t.indices.tolist(), t.values.tolist())))
+                    raw.append(float(dist[ids[i]]))
+                lp = lp if logprobs else raw  # chosen-token log-probs of the same raw distribution
+            results.append(Generation(text, n, lp, ids[:n] if top_logprobs > 0 else None, top))
         return results
 
     def generate_reusing(self, prompts: Sequence[str], keys: Sequence, cfg: DecodingConfig,
@@ -203,6 +216,7 @@ class HFGenerator:
                 return False
             return _stop_index(tok.decode(gen, skip_special_tokens=True), stop, action_stop) is not None
 
+        logprobs = logprobs or top_logprobs > 0  # top-N comes with the chosen token's own log-prob
         rows, caches = decode_with_reuse(
             self.model, ids, cached, max_new_tokens=cfg.max_new_tokens, eos_ids=self.eos_ids, is_done=is_done,
             temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, logprobs=logprobs,
@@ -219,7 +233,8 @@ class HFGenerator:
                 text = text[:cut]
                 n = min(n, self._tokens_for_prefix(gen[:n], len(text)))
             results.append(Generation(text, n, r.logprobs[:n] if logprobs else None,
-                                      r.top[:n] if top_logprobs else None))
+                                      top_logprobs=r.top[:n] if top_logprobs else None,
+                                      token_ids=gen[:n] if top_logprobs else None))
         return results
 
     def _newline_ids(self) -> set[int]:
@@ -243,8 +258,10 @@ class HFPolicy:
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
                  max_context: int | None = None, dtype: str | None = None, logprobs: bool = False, name: str | None = None,
-                 threads: int | None = None, prefix_cache: bool = True):
+                 threads: int | None = None, exemplars=None, top_logprobs: int = 0, prefix_cache: bool = True):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
+        self.top_logprobs = top_logprobs  # per generated token, for collect --teacher-topk
+        self.exemplars = exemplars  # agents.exemplars.Exemplars (per task) or None
         self.prefix_cache = prefix_cache
         self.decoding = decoding or DecodingConfig()
         # a student distilled without the chat template is shown prompts without it, as in training
@@ -256,8 +273,11 @@ class HFPolicy:
 
     def fit(self, state: EpisodeState):
         """The rendered context of the episode's next turn (the one context policy, as in training)."""
-        _, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
-                                    max_tokens=self.max_context, reserve=self.decoding.max_new_tokens)
+        shots = self.exemplars.for_task(state.task_id) if self.exemplars else ()
+        msgs, rendered = build_context(state.env, state.task, state.steps, self.gen.tokenizer, chat=self.chat,
+                                       max_tokens=self.max_context, exemplars=shots,
+                                       reserve=self.decoding.max_new_tokens)
+        state.memory["messages"] = msgs  # the context this turn is generated after (top-k sidecars)
         return rendered
 
     def context(self, state: EpisodeState) -> str:
@@ -266,17 +286,18 @@ class HFPolicy:
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
         contexts = [self.fit(s) for s in states]
         prompts = [c.text for c in contexts]
+        top = {"top_logprobs": self.top_logprobs} if self.top_logprobs else {}
         if self.prefix_cache:
             keys = [(s.env, s.task_id, s.sample) for s in states]
             # a cache lives while its episode runs: every running episode is in every call
             self.gen.kv.keep_only(set(keys))
-            gens = self.gen.generate_reusing(prompts, keys, self.decoding, logprobs=self.logprobs)
+            gens = self.gen.generate_reusing(prompts, keys, self.decoding, logprobs=self.logprobs, **top)
         else:
-            gens = self.gen.generate(prompts, self.decoding, logprobs=self.logprobs)
+            gens = self.gen.generate(prompts, self.decoding, logprobs=self.logprobs, **top)
         turns = []
         for s, g, c in zip(states, gens, contexts):
             p = parse_turn(s.env, g.text)
             turns.append(Turn(reasoning=p.reasoning, action=p.action, raw=g.text, invalid=not p.valid,
-                              tokens=g.tokens, logprobs=g.logprobs, context_tokens=c.tokens,
-                              obs_visible=c.obs_visible))
+                              tokens=g.tokens, logprobs=g.logprobs, token_ids=g.token_ids,
+                              top_logprobs=g.top_logprobs, context_tokens=c.tokens, obs_visible=c.obs_visible))
         return turns

@@ -85,7 +85,8 @@ class OpenAIPolicy:
     def __init__(self, model: str, base_url: str, api: str = "chat", decoding: DecodingConfig | None = None,
                  api_key_env: str = "OPENAI_API_KEY", timeout: float = 60, retries: int = 4,
                  concurrency: int = 8, exemplars: Sequence[str] = (), backoff: float = 1.0,
-                 max_backoff: float = 30.0, stop_at_action: bool | None = None, name: str | None = None):
+                 max_backoff: float = 30.0, stop_at_action: bool | None = None, name: str | None = None,
+                 top_logprobs: int = 0, tokenizer: Any = None):
         import requests
 
         if api not in ("chat", "completions"):
@@ -100,11 +101,16 @@ class OpenAIPolicy:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.concurrency = max(1, int(concurrency))
-        self.exemplars = tuple(exemplars)
+        # a fixed list, or an agents.exemplars.Exemplars (chosen per task: ALFWorld's per type)
+        self.exemplars = exemplars if hasattr(exemplars, "for_task") else tuple(exemplars)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.stop_at_action = stop_at_action  # None: ask the server (/v1/models) once
         self.name = name or f"{SPEC_PREFIX}{model}"
+        # > 0: ask for the top-N log-probs of every generated token and map them to the ids of
+        # ``tokenizer`` (the student's: a name, a path or a tokenizer; default SmolLM2's)
+        self.top_logprobs = max(0, int(top_logprobs))
+        self._tokenizer = tokenizer
         self._key = _Secret(os.environ.get(api_key_env, "") if api_key_env else "")
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.concurrency)
@@ -208,7 +214,9 @@ class OpenAIPolicy:
 
     def payload(self, state: EpisodeState) -> dict[str, Any]:
         """The request body for one state's next turn."""
-        msgs = build_messages(state.env, state.task, state.steps, self.exemplars)
+        shots = self.exemplars.for_task(state.task_id) if hasattr(self.exemplars, "for_task") else self.exemplars
+        msgs = build_messages(state.env, state.task, state.steps, shots)
+        state.memory["messages"] = msgs  # the context this turn is generated after (top-k sidecars)
         d = self.decoding
         body: dict[str, Any] = {"model": self.model, "max_tokens": d.max_new_tokens, "temperature": d.temperature,
                                 "stop": [OBS_STOP]}
@@ -218,6 +226,9 @@ class OpenAIPolicy:
             body["messages"] = msgs
         else:
             body["prompt"] = render(msgs, tokenizer=None, chat=False).text
+        if self.top_logprobs:
+            body.update({"logprobs": True, "top_logprobs": self.top_logprobs} if self.api == "chat"
+                        else {"logprobs": self.top_logprobs})
         return body
 
     def _one(self, state: EpisodeState, server_stop: bool) -> Turn:
@@ -240,9 +251,60 @@ class OpenAIPolicy:
             text = text[:cut]
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         tokens = usage.get("completion_tokens")
+        ids = tops = None
+        if self.top_logprobs:
+            ids, tops = self._token_logprobs(choice, text, path)
         p = parse_turn(state.env, text)
         return Turn(reasoning=p.reasoning, action=p.action, raw=text, invalid=not p.valid,
-                    tokens=tokens if isinstance(tokens, int) else None)
+                    tokens=tokens if isinstance(tokens, int) else None, token_ids=ids, top_logprobs=tops)
+
+    def tokenizer(self):
+        """The student tokenizer the returned tokens are mapped to (loaded once)."""
+        if self._tokenizer is None or isinstance(self._tokenizer, (str, os.PathLike)):
+            from sad_eval.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(str(self._tokenizer or "smollm2-135m"))
+        return self._tokenizer
+
+    def _token_logprobs(self, choice: dict, text: str, path: str):
+        """(ids, per-token top-N (id, log-prob)) of the generated tokens that cover ``text`` (the
+        reply after the client-side cut), from the choice's OpenAI log-probs; one clear error when
+        they are missing or the server's tokens are not the student tokenizer's."""
+        from sad_eval.agents.token_bytes import vocab_bytes
+
+        where = f"endpoint {self.base_url}{path}"
+        rows = _logprob_rows(choice.get("logprobs"), self.api)
+        if rows is None:
+            raise self._fail(f"{where} answered without log-probs (asked for top_logprobs={self.top_logprobs}); "
+                             "collecting top-k needs a server that returns them")
+        _, index = vocab_bytes(self.tokenizer())
+        want, got, ids, tops = text.encode(), b"", [], []
+        for tok, lp, alts in rows:
+            if len(got) >= len(want):
+                break
+            if tok not in index and "\ufffd".encode() in tok:
+                raise self._fail(f"{where}: a token that is part of a UTF-8 character came back as text only "
+                                 "(no 'bytes'), so it cannot be mapped to an id; use --api chat")
+            if tok not in index:
+                raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.tokenizer())}): "
+                                 f"token {tok!r} is not in the student vocabulary; top-k distillation needs the "
+                                 "same tokenizer")
+            if len(alts) < self.top_logprobs:
+                raise self._fail(f"{where} returned {len(alts)} top log-probs for a token, fewer than the "
+                                 f"{self.top_logprobs} asked")
+            row = []
+            for a, v in alts[:self.top_logprobs]:
+                if a not in index:
+                    raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.tokenizer())}): "
+                                     f"token {a!r} is not in the student vocabulary")
+                row.append((index[a], float(v)))
+            got += tok
+            ids.append(index[tok])
+            tops.append(row)
+        if not got.startswith(want) and got.decode("utf-8", "replace") != text:
+            raise self._fail(f"{where}: the returned tokens do not spell the returned text; its tokenizer differs "
+                             f"from the student's ({_name(self.tokenizer())})")
+        return ids, tops
 
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
         states = list(states)
@@ -260,6 +322,42 @@ class OpenAIPolicy:
                 for f in futures:
                     f.cancel()
                 raise
+
+
+def _entry_bytes(entry: dict) -> bytes:
+    b = entry.get("bytes")
+    if isinstance(b, list) and all(isinstance(x, int) for x in b):
+        return bytes(b)
+    return str(entry.get("token", "")).encode()
+
+
+def _logprob_rows(lp: Any, api: str) -> list[tuple[bytes, float, list[tuple[bytes, float]]]] | None:
+    """OpenAI log-probs -> [(token bytes, log-prob, [(alt bytes, log-prob), ...])], or None.
+    Chat: ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``; completions
+    (legacy): ``{"tokens", "token_logprobs", "top_logprobs": [{token: log-prob}]}`` (text only)."""
+    if not isinstance(lp, dict):
+        return None
+    try:
+        if api == "chat" or "content" in lp:
+            content = lp.get("content")
+            if not isinstance(content, list):
+                return None
+            return [(_entry_bytes(e), float(e["logprob"]),
+                     [(_entry_bytes(a), float(a["logprob"])) for a in (e.get("top_logprobs") or [])])
+                    for e in content]
+        toks, lps, alts = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+        if not isinstance(toks, list) or not isinstance(lps, list):
+            return None
+        alts = alts if isinstance(alts, list) else [{}] * len(toks)
+        return [(str(t).encode(), float(v), sorted(((str(a).encode(), float(x)) for a, x in (d or {}).items()),
+                                                  key=lambda r: -r[1]))
+                for t, v, d in zip(toks, lps, alts)]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _name(tokenizer) -> str:
+    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
 
 def _error_detail(r) -> str:

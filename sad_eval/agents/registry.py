@@ -23,6 +23,13 @@ class AgentSpec:
     max_context: int | None = None
     logprobs: bool = False
     prefix_cache: bool = True  # HF agents: reuse each episode's KV cache across turns (same outputs)
+    # few-shot exemplars (agents/exemplars.py): "K", "react[:KEY]", "" (none); None = a distilled
+    # student's own training prompt (its training_args.json), else none
+    exemplars: str | None = None
+    # > 0: the policy returns, per generated token, the top-N (id, log-prob) (collect --teacher-topk),
+    # endpoint tokens mapped to ``tokenizer``'s ids (the student's; default SmolLM2's)
+    top_logprobs: int = 0
+    tokenizer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -45,7 +52,51 @@ class AgentSpec:
             d["checkpoint"] = str(resolve_model(self.agent))
             d["max_context"] = self.max_context
             d["prefix_cache"] = self.prefix_cache  # speed only: outputs are the same
+        if self.kind != "scripted":
+            d["exemplars"] = agent_exemplars(self).describe()
+        if self.top_logprobs:
+            d["teacher_topk"] = self.top_logprobs
         return d
+
+
+def agent_exemplars(spec: AgentSpec):
+    """The exemplars an agent's prompts carry: the spec's, or (None) a distilled student's own."""
+    from sad_eval.agents.exemplars import spec_for
+
+    value = spec.exemplars
+    if value is None and spec.kind == "hf":
+        value = spec_for(student_exemplars(spec.agent), spec.env)
+    return _load_cached(spec.env, value or "")
+
+
+def student_exemplars(checkpoint: str) -> dict[str, str]:
+    """{env or "*": spec} a checkpoint was distilled with (`training_args.json`), {} if none."""
+    import json
+
+    from sad_eval.agents.exemplars import parse_env_specs
+    from sad_eval.models import resolve_model
+
+    try:
+        args = resolve_model(checkpoint) / "training_args.json"
+    except Exception:
+        return {}
+    if not args.is_file():
+        return {}
+    value = json.loads(args.read_text()).get("exemplars")
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v}
+    return parse_env_specs(value)
+
+
+_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _load_cached(env: str, value: str):
+    from sad_eval.agents.exemplars import load_exemplars
+
+    if (env, value) not in _CACHE:
+        _CACHE[(env, value)] = load_exemplars(env, value)
+    return _CACHE[(env, value)]
 
 
 def make_policy(spec: AgentSpec):
@@ -56,8 +107,11 @@ def make_policy(spec: AgentSpec):
     if spec.kind == "openai":
         from sad_eval.agents.openai_compat import make_openai_policy
 
-        return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding)
+        return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding,
+                                  exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
+                                  tokenizer=spec.tokenizer)
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
-                    logprobs=spec.logprobs, prefix_cache=spec.prefix_cache)
+                    logprobs=spec.logprobs, exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
+                    prefix_cache=spec.prefix_cache)

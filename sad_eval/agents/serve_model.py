@@ -3,9 +3,10 @@
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (messages through the tokenizer's chat
 template, with the generation prompt), ``POST /v1/completions`` (a prompt string or a list of
 them), ``GET /health``. Honoured fields: ``max_tokens`` (default 256), ``temperature``, ``top_p``,
-``stop``, ``seed``, ``n`` (OpenAI defaults: temperature 1, top_p 1); ``stream``, ``logprobs``,
-``echo``, ``tools``/``functions`` and the other fields this server cannot honour are refused with a
-400 rather than silently ignored. Non-standard: ``"stop_at_action": true`` ends
+``stop``, ``seed``, ``n`` (OpenAI defaults: temperature 1, top_p 1), log-probs (chat ``logprobs`` +
+``top_logprobs`` ≤ 20, completions ``logprobs`` ≤ 20; from the generation's own raw logits, i.e.
+temperature 1 whatever the sampling temperature); ``stream``, ``echo``, ``tools``/``functions`` and the other
+fields this server cannot honour are refused with a 400 rather than silently ignored. Non-standard: ``"stop_at_action": true`` ends
 each completion after its first complete ``Action:``/``Answer:`` line (what sad-eval's client
 asks for); standard clients get standard behaviour.
 
@@ -44,7 +45,7 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 CHARS_PER_TOKEN = 32
 MAX_JSON_DEPTH = 64
 # request fields this server does not implement: refused when set to anything but their default
-UNSUPPORTED = {"logprobs": (None, False), "top_logprobs": (None, 0), "echo": (None, False),
+UNSUPPORTED = {"echo": (None, False),
                "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
                "function_call": (None, "none"), "best_of": (None, 1), "suffix": (None, ""),
                "logit_bias": (None, {}), "response_format": (None, {"type": "text"}),
@@ -67,13 +68,14 @@ class _Job:
     cfg: DecodingConfig
     stop: tuple[str, ...]
     action_stop: bool
+    top_logprobs: int = 0  # > 0: Generation.top_logprobs with that many entries per token
     future: Future = field(default_factory=Future)
 
     @property
     def key(self) -> tuple:
         if self.cfg.temperature > 0:
             return ("sampled", id(self))  # never batched: its seed must reproduce it
-        return (self.cfg.max_new_tokens, self.stop, self.action_stop)
+        return (self.cfg.max_new_tokens, self.stop, self.action_stop, self.top_logprobs)
 
 
 class Batcher:
@@ -94,8 +96,8 @@ class Batcher:
         self._thread.start()
 
     def submit(self, prompts: Sequence[str], cfg: DecodingConfig, stop: Sequence[str] = (),
-               action_stop: bool = False) -> list[Generation]:
-        job = _Job(list(prompts), cfg, tuple(stop), action_stop)
+               action_stop: bool = False, top_logprobs: int = 0) -> list[Generation]:
+        job = _Job(list(prompts), cfg, tuple(stop), action_stop, top_logprobs)
         self._q.put(job)
         return job.future.result()
 
@@ -139,11 +141,12 @@ class Batcher:
             for i in range(0, len(prompts), self.max_batch):  # one oversized job runs in slices
                 self.calls += 1
                 part = prompts[i:i + self.max_batch]
+                extra = {"top_logprobs": head.top_logprobs} if head.top_logprobs else {}
                 if self.prefix_cache:
                     gens += self.gen.generate_reusing(part, [None] * len(part), head.cfg, stop=head.stop,
-                                                      action_stop=head.action_stop)
+                                                      action_stop=head.action_stop, **extra)
                 else:
-                    gens += self.gen.generate(part, head.cfg, stop=head.stop, action_stop=head.action_stop)
+                    gens += self.gen.generate(part, head.cfg, stop=head.stop, action_stop=head.action_stop, **extra)
         except Exception as e:  # noqa: BLE001 - handed to the waiting request
             for job in batch:
                 job.future.set_exception(e)
@@ -220,6 +223,23 @@ def _stops(body: dict) -> tuple[str, ...]:
     if len(v) > MAX_STOP:
         raise BadRequest(f"at most {MAX_STOP} stop strings", "stop")
     return tuple(_utf8(s, "stop") for s in v if s)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's chat limit (its completions allow 5; vLLM and llama.cpp more)
+
+
+def _logprobs_request(body: dict, api: str) -> int | None:
+    """None: no log-probs; N >= 0: the chosen token's log-prob and the N most likely alternatives.
+    Chat: ``logprobs: true`` + ``top_logprobs: N``; completions: ``logprobs: N``."""
+    if api == "chat":
+        want = body.get("logprobs", False)
+        if want is not None and not isinstance(want, bool):
+            raise BadRequest("'logprobs' must be true or false", "logprobs")
+        n = _number(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS, integer=True)
+        if n is not None and not want:
+            raise BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        return (n or 0) if want else None
+    return _number(body, "logprobs", None, 0, MAX_TOP_LOGPROBS, integer=True)
 
 
 def _text_content(content: Any, i: int) -> str:
@@ -357,7 +377,7 @@ class ModelServer:
                              seed=int(seed) % 2 ** 32)
         return cfg, _stops(body), stop_at_action, int(n)
 
-    def _generate(self, prompts: list[str], body: dict):
+    def _generate(self, prompts: list[str], body: dict, top: int | None = None):
         cfg, stop, action_stop, n = self._decode_args(body, len(prompts))
         counts = [self.count(p) for p in prompts]
         worst = max(counts)
@@ -366,17 +386,42 @@ class ModelServer:
                              f"has {worst} prompt tokens + max_tokens {cfg.max_new_tokens}", "max_tokens",
                              code="context_length_exceeded")
         expanded = [p for p in prompts for _ in range(n)]
-        gens = self.batcher.submit(expanded, cfg, stop, action_stop)
+        # log-probs come from the generation's own scores (raw, temperature 1): no second pass
+        gens = self.batcher.submit(expanded, cfg, stop, action_stop, top_logprobs=0 if top is None else max(1, top))
         usage = {"prompt_tokens": sum(counts) * n, "completion_tokens": sum(g.tokens for g in gens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         reasons = ["length" if g.tokens >= cfg.max_new_tokens else "stop" for g in gens]
         return gens, reasons, usage
 
+    def _chat_logprobs(self, g: Generation, top: int) -> dict:
+        from sad_eval.agents.token_bytes import token_entry
+
+        with self._tok_lock:
+            return {"content": [{**token_entry(self.tokenizer, t, lp),
+                                 "top_logprobs": [token_entry(self.tokenizer, i, v) for i, v in alts[:top]]}
+                                for t, lp, alts in zip(g.token_ids, g.logprobs, g.top_logprobs)]}
+
+    def _completion_logprobs(self, g: Generation, top: int) -> dict:
+        from sad_eval.agents.token_bytes import token_entry
+
+        with self._tok_lock:
+            entries = [token_entry(self.tokenizer, t, lp) for t, lp in zip(g.token_ids, g.logprobs)]
+            alts = [{e["token"]: e["logprob"] for e in (token_entry(self.tokenizer, i, v) for i, v in a[:top])}
+                    for a in g.top_logprobs] if top else None
+        offsets, pos = [], 0
+        for e in entries:
+            offsets.append(pos)
+            pos += len(e["token"])
+        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": alts, "text_offset": offsets}
+
     def chat(self, body: dict) -> dict:
         messages = _messages(body)
+        top = _logprobs_request(body, "chat")
         prompt = self.render_chat(messages)
-        gens, reasons, usage = self._generate([prompt], body)
-        choices = [{"index": i, "message": {"role": "assistant", "content": g.text}, "logprobs": None,
+        gens, reasons, usage = self._generate([prompt], body, top)
+        choices = [{"index": i, "message": {"role": "assistant", "content": g.text},
+                    "logprobs": None if top is None else self._chat_logprobs(g, top),
                     "finish_reason": r} for i, (g, r) in enumerate(zip(gens, reasons))]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.model_id, "choices": choices, "usage": usage}
@@ -384,8 +429,10 @@ class ModelServer:
     def completions(self, body: dict) -> dict:
         prompts = _prompts(body)
         self.check_length(prompts, "prompt")
-        gens, reasons, usage = self._generate(prompts, body)
-        choices = [{"index": i, "text": g.text, "logprobs": None, "finish_reason": r}
+        top = _logprobs_request(body, "completions")
+        gens, reasons, usage = self._generate(prompts, body, top)
+        choices = [{"index": i, "text": g.text,
+                    "logprobs": None if top is None else self._completion_logprobs(g, top), "finish_reason": r}
                    for i, (g, r) in enumerate(zip(gens, reasons))]
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": self.model_id, "choices": choices, "usage": usage}

@@ -7,7 +7,11 @@ from typing import List, Optional
 
 import typer
 
+from sad_eval.agents.exemplars import parse_env_specs
 from sad_eval.errors import SadEvalError
+
+EXEMPLARS_HELP = ("Few-shot exemplars of the prompts, as the harness's --exemplars: SPEC for every env or "
+                  "ENV=SPEC (repeatable); the checkpoint records them and is evaluated with them.")
 
 
 def _rules(items: Optional[List[str]]) -> dict[str, str]:
@@ -54,6 +58,7 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(True, "--chat/--no-chat", help="Render with the tokenizer's chat template (as the harness does)."),
         only_success: bool = typer.Option(True, "--only-success/--all-episodes", help="Skip failed teacher episodes."),
         rule: Optional[List[str]] = typer.Option(None, "--rule", help="Segmentation rule per env, ENV=RULE (e.g. hotpotqa=hotpotqa-two-phase)."),
+        exemplars: Optional[List[str]] = typer.Option(None, "--exemplars", help=EXEMPLARS_HELP),
         eval_frac: float = typer.Option(0.1, "--eval-frac", help="Share of episodes held out for the per-span eval loss."),
         eval_every: int = typer.Option(50, "--eval-every", help="Held-out loss every N steps (0: never)."),
         save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: at the end only)."),
@@ -77,7 +82,7 @@ def register(app: typer.Typer) -> None:
             seq_len=seq_len, reserve=reserve, lambda_reason=lambda_reason, lambda_act=lambda_act,
             temperature=temperature, curriculum=curriculum, alpha=alpha, beta=beta, gamma=gamma,
             competence_steps=competence_steps, seed=seed, resume=resume, stop_at=stop_at, chat=chat, only_success=only_success,
-            rules=_rules(rule), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
+            rules=_rules(rule), exemplars=parse_env_specs(exemplars), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
             log_every=log_every, bf16=bf16, device=device, threads=threads)
         _validate(cfg)
         train(cfg, log=lambda m: console.print(escape(str(m)), highlight=False))
@@ -93,6 +98,7 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(True, "--chat/--no-chat"),
         only_success: bool = typer.Option(True, "--only-success/--all-episodes"),
         batch_size: int = typer.Option(4, "--batch-size"),
+        exemplars: Optional[List[str]] = typer.Option(None, "--exemplars", help=EXEMPLARS_HELP),
     ):
         """Cache a teacher's top-k log-probs over every assistant turn (for `distill --loss kl` without a live teacher)."""
         import warnings
@@ -101,8 +107,8 @@ def register(app: typer.Typer) -> None:
         from transformers import AutoTokenizer
 
         from sad_eval.distill import students
-        from sad_eval.distill.examples import build_examples
-        from sad_eval.distill.topk import sidecar_path, teacher_topk_entries, write_sidecar
+        from sad_eval.distill.examples import build_examples, episode_exemplars, exemplar_digests
+        from sad_eval.distill.topk import context_meta, sidecar_path, teacher_topk_entries, write_sidecar
         from sad_eval.trajectory import load_trajectories
 
         console = Console(stderr=True)
@@ -111,15 +117,17 @@ def register(app: typer.Typer) -> None:
         vocab = model.get_output_embeddings().weight.shape[0]
         if not 1 <= k <= vocab:
             raise SadEvalError(f"--k must be between 1 and the vocabulary size {vocab}")
+        specs = parse_env_specs(exemplars)
+        episodes = load_trajectories([data])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            examples, stats = build_examples(load_trajectories([data]), tok, seq_len, chat, only_success,
-                                             reserve=reserve)
+            examples, stats = build_examples(episodes, tok, seq_len, chat, only_success,
+                                             exemplars=episode_exemplars(specs) if specs else (), reserve=reserve)
         if not examples:
             raise SadEvalError(f"{data}: no usable episodes ({stats.summary()})")
         entries = teacher_topk_entries(examples, model, k, batch_size=batch_size)
-        path = write_sidecar(out or sidecar_path(data), entries, k, vocab, tokenizer=str(teacher),
-                             seq_len=seq_len, chat=chat)
+        ctx = context_meta(tok, seq_len, chat, reserve, exemplar_digests(specs, {ep.env for ep in episodes}))
+        path = write_sidecar(out or sidecar_path(data), entries, k, vocab, tokenizer=str(teacher), **ctx)
         console.print(f"wrote {path}: {len(entries)} turns, k={k}")
 
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 import warnings
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from sad_eval.agents.prompts import build_context, build_messages, render
 from sad_eval.segment import assign_tokens, format_turn, segment
+from sad_eval.topk_format import context_digest
 from sad_eval.trajectory import Episode
 
 
@@ -55,6 +56,9 @@ class Example:
     turns: list[int]  # target turn indices (steps) in this window
     turn_tokens: list[tuple[int, int, int]] = field(default_factory=list)  # (turn, tok_start, tok_end) of contents
     truncated: bool = False
+    # turn -> `topk_format.context_digest` of the conversation before it (checked against
+    # collection-time top-k sidecars)
+    turn_context: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -148,15 +152,18 @@ def episode_examples(ep: Episode, tokenizer, seq_len: int = 512, chat: bool = Tr
         text = ctx.text + contents[k]
         spans = [(k, len(ctx.text), len(text))]
         max_len = max(seq_len, ctx.tokens + n_content[k])  # an over-budget target is kept whole
+        digests = {k: context_digest(msgs)}
         j = k + 1
         while j < len(steps):
-            nxt = contexts[j][1]
+            msgs_j, nxt = contexts[j]
             if not nxt.text.startswith(text) or nxt.tokens + n_content[j] > seq_len:
                 break  # another elision (or a template that is not prefix-stable), or full
             text = nxt.text + contents[j]
             spans.append((j, len(nxt.text), len(text)))
+            digests[j] = context_digest(msgs_j)
             j += 1
         out.append(_make_example(ep, text, spans, traj_start, task_end, tokenizer, max_len, rule, len(out), stats))
+        out[-1].turn_context = digests
         k = spans[-1][0] + 1
     return out
 
@@ -220,6 +227,31 @@ def _shift_span(s, off: int):
     return replace(s, start=s.start + off, end=s.end + off, body_start=s.body_start + off, body_end=s.body_end + off)
 
 
+def episode_exemplars(specs: dict[str, str]) -> Callable[[Episode], tuple[str, ...]]:
+    """``{env or "*": spec}`` (`agents.exemplars`) -> the exemplars of an episode's prompt."""
+    from sad_eval.agents.exemplars import load_exemplars, spec_for
+
+    loaded: dict[str, object] = {}
+
+    def shots(ep: Episode) -> tuple[str, ...]:
+        if ep.env not in loaded:
+            loaded[ep.env] = load_exemplars(ep.env, spec_for(specs, ep.env))
+        return loaded[ep.env].for_task(ep.task_id)
+
+    return shots
+
+
+def exemplar_digests(specs: dict[str, str], envs: Iterable[str]) -> dict[str, str]:
+    """{env: digest of its exemplars} ("" for none): the prompt identity a top-k sidecar records."""
+    from sad_eval.agents.exemplars import load_exemplars, spec_for
+
+    out = {}
+    for env in sorted(set(envs)):
+        ex = load_exemplars(env, spec_for(specs, env))
+        out[env] = ex.digest() if ex else ""
+    return out
+
+
 def select_episodes(episodes: Iterable[Episode], only_success: bool, stats: BuildStats) -> list[Episode]:
     keep = []
     for ep in episodes:
@@ -238,8 +270,12 @@ def select_episodes(episodes: Iterable[Episode], only_success: bool, stats: Buil
 
 def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, chat: bool = True,
                    only_success: bool = True, rules: dict[str, str] | None = None,
-                   exemplars: Sequence[str] = (), reserve: int = 0) -> tuple[list[Example], BuildStats]:
+                   exemplars: Sequence[str] | Callable[[Episode], Sequence[str]] = (),
+                   reserve: int = 0) -> tuple[list[Example], BuildStats]:
     """All training windows of the usable episodes, and counts of what was used and skipped.
+
+    ``exemplars``: the few-shot exemplars of every prompt, or a function of the episode giving its
+    own (ALFWorld's are per task type; `agents.exemplars`), as the harness chose them.
 
     ``only_success`` skips failed episodes (a teacher's failures teach the student to fail);
     episodes with ``status == "error"`` (env/server failures) and empty episodes are always skipped.
@@ -253,7 +289,8 @@ def build_examples(episodes: Iterable[Episode], tokenizer, seq_len: int = 512, c
                       f"{stats.skipped_empty} empty episodes of {stats.episodes}", stacklevel=2)
     out = []
     for ep in eps:
-        out += episode_examples(ep, tokenizer, seq_len, chat, (rules or {}).get(ep.env), exemplars, stats, reserve)
+        shots = exemplars(ep) if callable(exemplars) else exemplars
+        out += episode_examples(ep, tokenizer, seq_len, chat, (rules or {}).get(ep.env), shots, stats, reserve)
     if stats.truncated:
         warnings.warn(f"distill: {stats.truncated} sequences did not fit in {seq_len} tokens even with only the "
                       "system prompt and task; their oldest middle was cut (raise --seq-len)", stacklevel=2)

@@ -11,7 +11,8 @@ with ℓ_t either the hard-target cross-entropy -log q(y_t) (`ce_per_token`, eq.
 KL(p_teacher ‖ q_student) of temperature-softened distributions (`kl_per_token`, eq. 4/5/12).
 The KL is multiplied by T² (Hinton et al. 2015, "Distilling the knowledge in a neural network"):
 the gradient of the softened KL w.r.t. the logits scales as 1/T², so T² keeps its size independent
-of the temperature. At T = 1 nothing changes.
+of the temperature. At T = 1 nothing changes. (TRL's GKD `generalized_jsd_loss` with beta=0 is the
+same KL without the T² factor.)
 """
 
 from __future__ import annotations
@@ -50,49 +51,63 @@ def kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return _xlogy_diff(log_p.exp(), log_p, log_q).sum(-1) * (t * t)
 
 
-def _topk_teacher(topk_logprobs: torch.Tensor, temperature: float, full: bool = False) -> torch.Tensor:
-    """Teacher log-probs over k+1 outcomes: the top-k tokens and one "other" bucket holding the
-    remaining mass 1 − Σ top-k (clamped at 0), softened with temperature T by treating the bucket
-    as one outcome: p_T ∝ p^(1/T). Exact for T = 1 (and whenever the bucket is empty).
-    ``full`` (k = V): the bucket is empty by definition; the k values are renormalised, which also
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _topk_teacher(topk_logprobs: torch.Tensor, full: bool = False) -> torch.Tensor:
+    """Teacher log-probs (temperature 1) over k+1 outcomes: the top-k tokens and one "other"
+    bucket holding the remaining mass 1 − Σ top-k (clamped at 0).
+    ``full`` (k = V): there is no bucket (k outcomes); the k values are renormalised, which also
     absorbs the rounding of stored (e.g. float16) log-probs."""
-    lp = topk_logprobs.float()
+    lp = _at_least_fp32(topk_logprobs)
     if full:
-        other = torch.zeros_like(lp[..., :1])
-    else:
-        other = (1.0 - lp.exp().sum(-1, keepdim=True)).clamp(min=0.0)
-    log_other = torch.where(other > 0, other.clamp(min=1e-30).log(), torch.full_like(other, float("-inf")))
-    ext = torch.cat([lp, log_other], dim=-1)
-    return F.log_softmax(ext / float(temperature), dim=-1)
+        return F.log_softmax(lp, dim=-1)
+    # 1 − Σ cancels when the tail is small; float64 keeps the bucket from being rounding noise
+    # (which T > 1 would amplify: a bucket of mass m weighs m^(1/T) before renormalisation)
+    other = (1.0 - lp.double().exp().sum(-1, keepdim=True)).clamp(min=0.0)
+    log_other = torch.where(other > 0, other.clamp(min=1e-300).log(), torch.full_like(other, float("-inf")))
+    return torch.cat([lp, log_other.to(lp.dtype)], dim=-1)
 
 
-def _topk_student(student_logits: torch.Tensor, topk_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Student log-probs over the same k+1 outcomes: its (softened) log-prob of each top-k token
-    and the log of its mass on every other token (a logsumexp over the rest of the vocabulary)."""
-    z = student_logits.float() / float(temperature)
+def _topk_student(student_logits: torch.Tensor, topk_ids: torch.Tensor, full: bool = False) -> torch.Tensor:
+    """Student log-probs (temperature 1) over the same outcomes: its log-prob of each top-k token
+    and, unless ``full``, the log of its mass on every other token (a logsumexp over the rest of
+    the vocabulary)."""
+    z = _at_least_fp32(student_logits)
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
     log_q_k = z.gather(-1, topk_ids.long()) - lse
+    if full:
+        return log_q_k
     # mass outside the top-k: fill the top-k slots with the most negative finite number so that the
-    # logsumexp (and its gradient) stays finite even when the top-k is the whole vocabulary
+    # logsumexp (and its gradient) stays finite
     rest = z.scatter(-1, topk_ids.long(), torch.finfo(z.dtype).min)
     log_q_other = torch.logsumexp(rest, dim=-1, keepdim=True) - lse
     return torch.cat([log_q_k, log_q_other], dim=-1)
+
+
+def _soften(log_p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p_T ∝ p^(1/T) over the given outcomes (at T = 1 the identity, up to renormalisation)."""
+    return F.log_softmax(log_p / float(temperature), dim=-1)
 
 
 def topk_kl_per_token(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
                       temperature: float = 1.0) -> torch.Tensor:
     """T² · KL over {top-k tokens, other} from cached teacher top-k log-probs (T = 1 values).
 
-    The teacher's tail (every token outside its top-k) is one bucket; the student's bucket is its own
-    mass on those same tokens. This is the KL between the two distributions coarsened to k+1
-    outcomes, a lower bound of the full KL that equals it when k = V (the bucket is then empty) and,
-    for any k, when the student spreads its tail mass the way the teacher does.
-    ``topk_ids`` must not repeat an id within a row.
+    Both distributions are coarsened the same way, then softened the same way: first to k+1
+    outcomes at T = 1 (the teacher's tail, every token outside its top-k, is one bucket; the
+    student's bucket is its own mass on those same tokens), then p_T ∝ p^(1/T) over those k+1
+    outcomes, the bucket counted as one outcome. So student = teacher gives exactly 0 (and a zero
+    gradient) at every T. The teacher's softened tail cannot be coarsened instead (that needs
+    Σ_tail p_i^(1/T), which the top-k does not record). Relation to the full KL (docs/distill.md):
+    equal when k = V; at T = 1 never larger (coarsening loses information); at T ≠ 1 no bound
+    either way. ``topk_ids`` must not repeat an id within a row.
     """
     t = float(temperature)
     full = topk_ids.shape[-1] >= student_logits.shape[-1]
-    log_p = _topk_teacher(topk_logprobs, t, full)
-    log_q = _topk_student(student_logits, topk_ids, t)
+    log_p = _soften(_topk_teacher(topk_logprobs, full), t)
+    log_q = _soften(_topk_student(student_logits, topk_ids, full), t)
     return _xlogy_diff(log_p.exp(), log_p, log_q).sum(-1) * (t * t)
 
 
@@ -105,7 +120,7 @@ def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
 def topk_entropy(topk_logprobs: torch.Tensor) -> torch.Tensor:
     """Entropy of the teacher's top-k + "other" distribution (the tail counted as one outcome, so a
     lower bound of the full entropy; equal when k = V)."""
-    log_p = _topk_teacher(topk_logprobs, 1.0)
+    log_p = _topk_teacher(topk_logprobs)
     p = log_p.exp()
     return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
 

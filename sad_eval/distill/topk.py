@@ -2,7 +2,11 @@
 
 Format ``sad-eval/topk@1`` (docs/distill.md), file ``TEACHER.topk.safetensors`` beside
 ``TEACHER.jsonl``. Metadata (all strings): ``format``, ``k``, ``vocab_size``, ``temperature``
-(always "1.0": raw log-softmax), optional ``tokenizer``, ``seq_len``, ``chat``. For each episode
+(always "1.0": raw log-softmax), optional ``tokenizer``, and the context the log-probs were computed
+under (`CONTEXT_KEYS`: ``seq_len``, ``chat``, ``reserve``, ``chat_template`` (a digest),
+``exemplars`` (JSON {env: digest})): the trainer refuses a sidecar whose context differs from its
+own, since a log-prob under another context (other elisions, another system prompt) is another
+distribution. For each episode
 ``E = f"{task_id}#{sample}"`` and each assistant turn ``t`` (0-based step index) three tensors:
 
     E/t/ids            int32   [n]     the turn's content tokens: format_turn(env, reasoning, action)
@@ -25,17 +29,8 @@ from typing import Sequence
 
 from sad_eval.errors import SadEvalError
 
-FORMAT = "sad-eval/topk@1"
-
-
-def sidecar_path(data: str | Path) -> Path:
-    p = Path(data)
-    return p.with_name(p.name[: -len(".jsonl")] + ".topk.safetensors") if p.name.endswith(".jsonl") else \
-        p.with_name(p.name + ".topk.safetensors")
-
-
-def turn_key(episode_key: str, turn: int, field: str) -> str:
-    return f"{episode_key}/{turn}/{field}"
+from sad_eval.topk_format import (CONTEXT_KEYS, FORMAT, context_digest, context_meta,  # noqa: F401
+                                 sidecar_path, turn_key, write_sidecar)
 
 
 class TopK:
@@ -44,7 +39,7 @@ class TopK:
     def __init__(self, paths: Sequence[str | Path]):
         from safetensors import safe_open
 
-        self.files, self.k, self.index = [], None, {}
+        self.files, self.k, self.index, self.metas, self._keys = [], None, {}, [], {}
         for p in paths:
             p = Path(p)
             if not p.is_file():
@@ -58,10 +53,43 @@ class TopK:
                 raise SadEvalError(f"{p}: k={k} differs from another sidecar's k={self.k}")
             self.k = k
             self.vocab_size = int(meta.get("vocab_size", 0))
+            self.metas.append((p, meta))
+            self._keys[id(f)] = set(f.keys())
             for name in f.keys():
                 if name.endswith("/ids"):
                     self.index[name[: -len("/ids")]] = f
             self.files.append(f)
+
+    def check_context(self, expected: dict[str, str]) -> None:
+        """Refuse (one line) a sidecar made under another context than ``expected`` (`context_meta`)."""
+        for p, meta in self.metas:
+            # a collection-time sidecar records each turn's own context (checked turn by turn):
+            # the budget it was collected under need not be the training one
+            keys = CONTEXT_KEYS if meta.get("per_turn_context") != "True" else \
+                tuple(k for k in CONTEXT_KEYS if k not in ("seq_len", "reserve"))
+            missing = [k for k in keys if k not in meta]
+            if missing:
+                raise SadEvalError(f"{p}: the top-k sidecar does not record its context ({', '.join(missing)}); "
+                                   "rewrite it with `sad-eval distill-topk` or `collect --teacher-topk`")
+            want = dict(expected)
+            if "exemplars" in keys:  # a sidecar covers its own envs (one per collected file)
+                import json
+
+                side, train = json.loads(meta["exemplars"]), json.loads(expected["exemplars"])
+                want["exemplars"] = json.dumps({e: train.get(e, "") for e in sorted(side)})
+            diff = [f"{k} {_show(k, meta[k])} (training: {_show(k, want[k])})"
+                    for k in keys if meta[k] != want[k]]
+            if diff:
+                raise SadEvalError(f"{p}: the top-k log-probs were computed under another context: "
+                                   + "; ".join(diff) + ". Train with the same settings or rewrite the sidecar")
+
+    def context(self, episode_key: str, turn: int) -> bytes | None:
+        """The turn's context digest (`topk_format.context_digest`), if the sidecar records one."""
+        base = f"{episode_key}/{turn}"
+        f = self.index.get(base)
+        if f is None or base + "/context" not in self._keys[id(f)]:
+            return None
+        return bytes(f.get_tensor(base + "/context").tolist())
 
     def get(self, episode_key: str, turn: int):
         """(ids [n], topk_ids [n,k], topk_logprobs [n,k]) or None."""
@@ -73,24 +101,8 @@ class TopK:
                 f.get_tensor(base + "/topk_logprobs"))
 
 
-def write_sidecar(path: str | Path, entries: dict, k: int, vocab_size: int, **meta) -> Path:
-    """``entries``: {(episode_key, turn): (ids, topk_ids, topk_logprobs)} tensors."""
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for (ek, turn), (ids, tids, tlp) in entries.items():
-        tensors[turn_key(ek, turn, "ids")] = ids.to(torch.int32).contiguous()
-        tensors[turn_key(ek, turn, "topk_ids")] = tids.to(torch.int32).contiguous()
-        tensors[turn_key(ek, turn, "topk_logprobs")] = tlp.to(torch.float16).contiguous()
-    md = {"format": FORMAT, "k": str(k), "vocab_size": str(vocab_size), "temperature": "1.0",
-          **{a: str(b) for a, b in meta.items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=md)
-    tmp.replace(path)
-    return path
+def _show(key: str, value: str) -> str:
+    return (value or "none") if key == "chat_template" else value
 
 
 def teacher_topk_entries(examples, teacher, k: int, device="cpu", batch_size: int = 4, log=None) -> dict:

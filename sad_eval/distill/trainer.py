@@ -81,6 +81,9 @@ class TrainConfig:
     chat: bool = True
     only_success: bool = True
     rules: dict[str, str] = field(default_factory=dict)
+    # few-shot exemplars of the prompts, {env or "*": spec} (agents/exemplars.py): the harness's
+    # prompt for this student (an HF agent built from the checkpoint reads them back)
+    exemplars: dict[str, str] = field(default_factory=dict)
     eval_frac: float = 0.1
     eval_every: int = 50
     save_every: int = 0  # 0: only at the end
@@ -163,7 +166,7 @@ class Prepared:
 def prepare(examples, cfg: TrainConfig, topk=None) -> tuple[list[Prepared], list[str], dict[str, int]]:
     """Tensors per window for the configured method; with a top-k cache, attach teacher rows and
     drop target tokens that have none."""
-    stats = {"topk_turns": 0, "topk_missing": 0, "topk_mismatch": 0}
+    stats = {"topk_turns": 0, "topk_missing": 0, "topk_mismatch": 0, "topk_context_mismatch": 0}
     out, names = [], []
     for i, ex in enumerate(examples):
         r = torch.tensor(ex.m_reason, dtype=torch.bool)
@@ -189,6 +192,10 @@ def prepare(examples, cfg: TrainConfig, topk=None) -> tuple[list[Prepared], list
                 ids, tids, tlp = got
                 if ids.tolist() != ex.input_ids[t0:t1]:
                     stats["topk_mismatch"] += 1
+                    continue
+                ctx = topk.context(ex.key, turn)  # collection-time sidecars: the context the teacher saw
+                if ctx is not None and ctx != ex.turn_context.get(turn):
+                    stats["topk_context_mismatch"] += 1
                     continue
                 stats["topk_turns"] += 1
                 have[t0:t1] = True
@@ -272,7 +279,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     from transformers.utils import logging as hf_logging
 
     from sad_eval.distill import students
-    from sad_eval.distill.examples import build_examples
+    from sad_eval.distill.examples import build_examples, episode_exemplars
     from sad_eval.trajectory import load_trajectories
 
     hf_logging.disable_progress_bar()
@@ -344,8 +351,15 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         episodes = load_trajectories(cfg.data)
+        shots = episode_exemplars(cfg.exemplars) if cfg.exemplars else ()
         examples, bstats = build_examples(episodes, tokenizer, cfg.seq_len, cfg.chat, cfg.only_success,
-                                          cfg.rules, reserve=cfg.reserve)
+                                          cfg.rules, exemplars=shots, reserve=cfg.reserve)
+    if topk is not None:
+        from sad_eval.distill.examples import exemplar_digests
+        from sad_eval.distill.topk import context_meta
+
+        topk.check_context(context_meta(tokenizer, cfg.seq_len, cfg.chat, cfg.reserve,
+                                        exemplar_digests(cfg.exemplars, {ep.env for ep in episodes})))
     for w in caught:
         say(f"warning: {w.message}")
     if not examples:
@@ -354,7 +368,8 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
     prepared, group_info, pstats = prepare(examples, cfg, topk)
     if topk is not None:
         say(f"top-k teacher: {pstats['topk_turns']} turns matched, {pstats['topk_missing']} missing, "
-            f"{pstats['topk_mismatch']} with different tokens (dropped)")
+            f"{pstats['topk_mismatch']} with different tokens, {pstats['topk_context_mismatch']} under "
+            "another context (dropped)")
         if pstats["topk_turns"] == 0:
             raise SadEvalError("the top-k cache covers none of the training turns")
     train_idx, eval_idx = split_by_episode(examples, cfg.eval_frac, cfg.seed)
