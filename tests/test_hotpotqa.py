@@ -101,16 +101,36 @@ def test_search_miss_lists_similar_titles(env):
 
 def test_lookup_iterates_then_runs_out(env, store):
     env.reset(options={"task_id": MENOTTI})
-    obs, *_ = _step(env, "lookup[opera]")
-    assert obs.startswith("No page to look up in")
+    # before any search ReAct's env has an empty lookup list
+    assert _step(env, "lookup[opera]")[0] == "No more results."
     _step(env, "search[Maria Golovin]")
     hits = [s for s in store.sentences_of("Maria Golovin") if "the" in s.lower()]
     assert len(hits) == 2
     assert _step(env, "lookup[THE]")[0] == f"(Result 1 / 2) {hits[0]}"
-    assert _step(env, "lookup[the]")[0] == f"(Result 2 / 2) {hits[1]}"
-    assert _step(env, "lookup[the]")[0] == "No more results."
+    assert _step(env, "lookup[THE]")[0] == f"(Result 2 / 2) {hits[1]}"
+    assert _step(env, "lookup[THE]")[0] == "No more results."
     # a new keyword restarts
     assert _step(env, "Lookup[Menotti]")[0] == f"(Result 1 / 1) {store.sentences_of('Maria Golovin')[0]}"
+
+
+def test_lookup_restarts_when_the_keyword_as_typed_changes(data_root, store):
+    """ReAct compares the raw keyword string: the, The, the are three restarts (matching itself
+    stays case-insensitive)."""
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+
+    env = HotPotQAEnv(data_root=data_root, max_steps=20)
+    env.reset(options={"task_id": MENOTTI})
+    env.step("search[Maria Golovin]")
+    hits = [s for s in store.sentences_of("Maria Golovin") if "the" in s.lower()]
+    assert [env.step(f"lookup[{k}]")[0] for k in ("the", "The", "the")] == [f"(Result 1 / 2) {hits[0]}"] * 3
+    assert env.step("lookup[the]")[0] == f"(Result 2 / 2) {hits[1]}"
+
+
+def test_think_is_answered_like_reacts_env(env):
+    env.reset(options={"task_id": MENOTTI})
+    obs, reward, term, trunc, info = _step(env, "think[I should search Maria Golovin.]")
+    assert (obs, reward, term, trunc) == ("Nice thought.", 0.0, False, False)
+    assert info["action"] == "think" and info["steps"] == 1
 
 
 def test_lookup_restarts_after_a_new_search(data_root, store):
@@ -128,7 +148,7 @@ def test_lookup_restarts_after_a_new_search(data_root, store):
 
 def test_invalid_actions_do_not_crash(env):
     env.reset(options={"task_id": MENOTTI})
-    for action in ("jump around", "search[]", "", "finish", "think[hmm]"):
+    for action in ("jump around", "search[]", "", "finish", "lookup[ ]"):
         obs, reward, term, trunc, info = _step(env, action)
         assert obs.startswith("Invalid action"), action
         assert (reward, term, trunc) == (0.0, False, False)
@@ -187,13 +207,61 @@ def test_step_cap_truncates_with_zero_score(data_root, store):
     assert (term, trunc, reward) == (False, True, 0.0)
     assert info["em"] == 0.0 and info["f1"] == 0.0 and info["success"] is False and info["score"] == 0.0
     assert info["meta"]["em"] == 0.0
+    # scored as ReAct's forced finish[]: an empty answer
+    assert info["answer"] == "" and info["forced_finish"] is True and info["meta"]["forced_finish"] is True
 
 
-def test_default_step_cap_is_eight(env):
+def test_default_step_cap_is_reacts_seven(env):
+    """ReAct's webthink loop gives 7 agent actions, then sends finish[] itself (EM 0)."""
+    from sad_eval.envs.hotpotqa import DEFAULT_MAX_STEPS, REACT_MAX_STEPS
+
+    assert env.max_steps == DEFAULT_MAX_STEPS == REACT_MAX_STEPS == 7
+    env.reset(options={"task_id": MENOTTI})
+    for i in range(6):
+        assert _step(env, "search[nothing here at all]")[3] is False
+    obs, reward, term, trunc, info = _step(env, "search[nothing here at all]")
+    assert trunc is True and info["em"] == 0.0 and info["answer"] == ""
+    # the 7th action may still be a real finish
+    env.reset(options={"task_id": MENOTTI})
+    for i in range(6):
+        _step(env, "search[nothing here at all]")
+    assert _step(env, "finish[Gian Carlo Menotti]")[1:3] == (1.0, True)
+
+
+def test_sad_step_cap_flag_gives_eight_actions(data_root, store):
+    from sad_eval.envs.hotpotqa import SAD_MAX_STEPS, HotPotQAEnv
+
+    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=SAD_MAX_STEPS)
     env.reset(options={"task_id": MENOTTI})
     for i in range(7):
         assert _step(env, "search[nothing here at all]")[3] is False
-    assert _step(env, "search[nothing here at all]")[3] is True
+    assert _step(env, "finish[Gian Carlo Menotti]")[1:3] == (1.0, True)
+
+
+def test_store_titles_and_text_are_html_unescaped(env, store):
+    assert store.resolve("Kenan & Kel") == "Kenan & Kel"
+    assert not any("&amp;" in t for t in store.titles)
+    assert not any("&amp;" in s for sents in store.sentences for s in sents)
+    kel = [q for q, r in store.questions.items() if any(t == "Kenan & Kel" for t, _ in r["supporting_facts"])]
+    assert kel and all(store.questions[q]["has_gold"] for q in kel)
+    env.reset(options={"task_id": kel[0]})
+    obs = _step(env, "search[Kenan & Kel]")[0]
+    assert obs.startswith("Kenan & Kel") and "&amp;" not in obs
+
+
+def test_exact_search_folds_accents_like_wikipedia_redirects(env, store):
+    from sad_eval.envs.wiki_store import fold_title
+
+    assert fold_title("Søren  KIERKEGAARD") == fold_title("Soren Kierkegaard") == "soren kierkegaard"
+    accented = [t for t in store.titles if fold_title(t) != " ".join(t.casefold().split())]
+    assert len(accented) > 100
+    hit = sum(store.resolve(fold_title(t)) == t for t in accented)
+    assert hit >= 0.9 * len(accented)  # the rest collide with another title of the same letters
+    env.reset(options={"task_id": MENOTTI})
+    t = next(t for t in accented if store.resolve(fold_title(t)) == t)
+    assert _step(env, f"search[{fold_title(t)}]")[0] == " ".join(s.strip() for s in store.sentences_of(t)[:5])
+    # an exact spelling still wins over a folded one
+    assert store.resolve("Popular Science") == "Popular Science"
 
 
 # ------------------------------------------------------------------ splits
