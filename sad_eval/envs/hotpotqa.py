@@ -298,4 +298,6 @@ class HotPotQAEnv(gymnasium.Env):
             "pages": {t: list(self.store.sentences_of(t) or []) for t in titles},
             "search_sentences": self.search_sentences,
             "max_steps": self.max_steps,
+            # so the oracle can ask the same store which observed names reach a page
+            "data_root": str(self.root), "backend": self.backend_name,
         }
