@@ -373,7 +373,7 @@ def test_oracle_respects_a_tight_step_cap(data_root, store):
     # three actions do not reach Blue from what is shown: it says so and answers from what it found
     assert len(ep.steps) <= 3 and ep.steps[-1].action.startswith("finish[")
     assert ep.steps[0].action == "search[Innocent Records]"
-    assert "could not find" in ep.steps[-1].reasoning
+    assert "None of the names I have seen reaches" in ep.steps[-1].reasoning
     assert not _untraceable(ep)
 
 
@@ -437,7 +437,8 @@ def _untraceable(ep) -> list[str]:
             for frag in body.split("..."):
                 if frag.strip() and " ".join(frag.split()) not in marked:
                     problems.append(f"step {i}: quote {frag.strip()[:60]!r} was never shown")
-        for name in re.findall(r"(?:leads to|list offers|also names|names) (.+?)(?:\. I |, so I )", s.reasoning):
+        for name in re.findall(r"(?:leads to|list offers|question also names|page names) (.+?)(?:\. I |, so I )",
+                               s.reasoning):
             if not (name in similar or _folded_in(text, name)):
                 problems.append(f"step {i}: name {name!r} was never shown")
         if "links this to" in s.reasoning:

@@ -614,10 +614,12 @@ class HotPotQAOracle:
                 return gold, _sentence(f"{said}So the answer is {gold}")
             text = " ".join(s.text for s in shown if s.kind in ("page", "lookup"))
             guess = best_span(text, gold) or ""
+            routes = [r for j in self._unreached(mem) if (r := self._route(mem, j))]
+            why = (f"I have no steps left to search {routes[0][0]}" if routes
+                   else "None of the names I have seen reaches a page that states the answer")
             if not guess:  # an answer line is still needed: say what is unknown
-                return "unknown", "I could not find a page that states the answer, so I do not know it."
-            return guess, (f"I could not find a page that states the answer; the closest I found is {guess}, "
-                           f"so I will answer that.")
+                return "unknown", f"{why}, so I do not know it."
+            return guess, f"{why}; the closest I found is {guess}, so I will answer that."
         facts, missing = [], []
         for j, hop in enumerate(plan.hops):
             ev = self._evidence(mem, None, hop=j)
