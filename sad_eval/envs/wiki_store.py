@@ -24,7 +24,7 @@ Search semantics (the env builds its observations from these):
   case-insensitive one, which wins over an accent-folded one; among several variants
   (``Popular Science`` / ``Popular science``) the sorted-first title wins.
 
-Titles and sentences are HTML-unescaped when the store is built (HotPotQA keeps ``&amp;`` in 226
+Titles and sentences are HTML-unescaped when the store is built (HotPotQA keeps ``&amp;`` in 214
 titles, e.g. ``Kenan &amp; Kel``; Wikipedia shows ``Kenan & Kel``).
 - ``similar(query, k)``: titles whose name without a trailing parenthetical equals the query
   (``Battle of Manila`` -> ``Battle of Manila (1945)``, what Wikipedia's disambiguation pages

@@ -26,7 +26,7 @@ from sad_eval.segment import linearize
 
 ENV = "alfworld"
 ENV_KWARGS = {"expert": True}  # the env must compute the handcoded expert's next command
-EXEMPLAR_VERSION = 1
+EXEMPLAR_VERSION = 2  # 2: revisits and looks described as observed
 
 # the processing step of each task type: (verb, past participle, appliance class)
 PROCESS = {

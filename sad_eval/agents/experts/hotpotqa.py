@@ -476,9 +476,11 @@ class HotPotQAOracle:
         return bool(t) and any(t in " ".join(x.split()) for s in mem["shown"] for x in s.sentences)
 
     def _answer_seen(self, mem: dict) -> bool:
+        """The gold answer was shown on a page reached, or is the name that reached a gold page."""
         gold = mem["plan"].answer
         text = " ".join(s.text for s in mem["shown"] if s.kind in ("page", "lookup"))
-        return _contains(text, gold) or _variant_in(text, gold)
+        reached = [s.query for s in mem["shown"] if s.kind == "page" and s.hop is not None]
+        return _contains(text, gold) or _variant_in(text, gold) or any(_fold(q) == _fold(gold) for q in reached)
 
     @staticmethod
     def _evidence(mem: dict, phrase: str | None, hop: int | None = None) -> tuple[Shown, str] | None:
