@@ -580,7 +580,8 @@ class HotPotQAOracle:
         if plan.kind != "bridge":
             if first:
                 what = ("whether the statement holds for both" if plan.kind == "yesno"
-                        else "which of them fits the question")
+                        else "which of them fits the question" if _contains(plan.question, plan.answer)
+                        else "what the question asks about both")
                 return (f"The question compares two entities. I need to search each of them and "
                         f"check {what}, starting with {q}.")
             return f"Now I need the same information about {q}, so I will search it."
@@ -609,36 +610,39 @@ class HotPotQAOracle:
     def _answer(self, mem: dict, quoted: str | None) -> tuple[str, str]:
         plan, shown = mem["plan"], mem["shown"]
         gold = plan.answer
-        if plan.kind == "bridge":
-            if not self.grounded or self._answer_seen(mem):
-                ev = None if quoted and (_contains(quoted, gold) or _variant_in(quoted, gold)) else self._evidence(mem, gold)
-                said = f'{_page(ev[0].query, True)} said: "{_quote(ev[1], gold)}". ' if ev else ""
-                return gold, _sentence(f"{said}So the answer is {gold}")
-            text = " ".join(s.text for s in shown if s.kind in ("page", "lookup"))
-            guess = best_span(text, gold) or ""
-            routes = [r for j in self._unreached(mem) if (r := self._route(mem, j))]
-            why = (f"I have no steps left to search {routes[0][0]}" if routes
-                   else "None of the names I have seen reaches a page that states the answer")
-            if not guess:  # an answer line is still needed: say what is unknown
-                return "unknown", f"{why}, so I do not know it."
-            return guess, f"{why}; the closest I found is {guess}, so I will answer that."
         facts, missing = [], []
-        for j, hop in enumerate(plan.hops):
+        for j, hop in enumerate(plan.hops if plan.kind != "bridge" else []):
             ev = self._evidence(mem, None, hop=j)
             if ev is None:
                 missing.append(j)
             elif ev[1] != quoted:
                 facts.append(f'{_page(ev[0].query, True)} says: "{_quote(ev[1])}".')
         said = " ".join(facts)
-        answer = gold
-        if self.grounded and missing:  # no evidence for the choice: a guess that does not use the gold
-            answer = "yes" if plan.kind == "yesno" else (mem["page"][1] if mem["page"] else gold)
-        if missing:
-            return answer, (f"{said} I could not find what the question compares for every entity, so "
-                            f"this is a guess: {answer}.")
-        if plan.kind == "yesno":
-            return answer, _sentence(f"{said} Comparing them on what the question asks, the answer is {answer}")
-        return answer, _sentence(f"{said} Comparing them, {answer} is the one that fits the question, so the answer is {answer}")
+        # a comparison answered by one of the names it compares (or yes/no), from the facts of both
+        if plan.kind == "yesno" or (plan.kind == "choice" and _contains(plan.question, gold)):
+            answer = gold
+            if self.grounded and missing:  # no evidence for the choice: a guess that does not use the gold
+                answer = "yes" if plan.kind == "yesno" else (mem["page"][1] if mem["page"] else gold)
+                return answer, (f"{said} I could not find what the question compares for every entity, so "
+                                f"this is a guess: {answer}.")
+            if plan.kind == "yesno":
+                return answer, _sentence(f"{said} Comparing them on what the question asks, the answer is {answer}")
+            return answer, _sentence(f"{said} Comparing them, {answer} is the one that fits the question, "
+                                     f"so the answer is {answer}")
+        # an answer stated on a page: a bridge, or a comparison whose answer is what both share
+        if not self.grounded or self._answer_seen(mem):
+            ev = None if quoted and (_contains(quoted, gold) or _variant_in(quoted, gold)) else self._evidence(mem, gold)
+            if ev and ev[1] not in " ".join(facts):
+                said += f' {_page(ev[0].query, True)} said: "{_quote(ev[1], gold)}".'
+            return gold, _sentence(f"{said} So the answer is {gold}".strip())
+        text = " ".join(s.text for s in shown if s.kind in ("page", "lookup"))
+        guess = best_span(text, gold) or ""
+        routes = [r for j in self._unreached(mem) if (r := self._route(mem, j))]
+        why = (f"I have no steps left to search {routes[0][0]}" if routes
+               else "None of the names I have seen reaches a page that states the answer")
+        if not guess:  # an answer line is still needed: say what is unknown
+            return "unknown", f"{said} {why}, so I do not know it.".strip()
+        return guess, f"{said} {why}; the closest I found is {guess}, so I will answer that.".strip()
 
 
 def _variant_in(text: str, gold: str) -> bool:
