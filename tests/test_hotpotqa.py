@@ -397,6 +397,20 @@ def test_oracle_finishes_at_step_caps_one_and_two(data_root, store, cap):
         assert not ep.success
 
 
+def test_oracle_comparison_of_what_both_share_answers_from_the_page(data_root, store):
+    """ "The Polar Bear and Daiquiri are both examples of what?": the answer is stated on a page, it
+    is not one of the two names, so it is neither guessed among them nor given unseen."""
+    from sad_eval.agents.experts import make_expert
+    from sad_eval.envs.hotpotqa import HotPotQAEnv
+    from sad_eval.harness import run_episode
+
+    env = HotPotQAEnv(split="dev", data_root=data_root)
+    ep = run_episode(env, make_expert("hotpotqa"), "hotpotqa", "5a733c925542991f9a20c6b7")
+    assert ep.steps[-1].action == "finish[cocktails]" and ep.success
+    assert "family of cocktails" in ep.steps[-1].reasoning and "guess" not in ep.steps[-1].reasoning
+    assert not _untraceable(ep)
+
+
 def test_oracle_needs_privileged_info():
     from sad_eval.agents.base import EpisodeState
     from sad_eval.agents.experts.hotpotqa import make_expert
