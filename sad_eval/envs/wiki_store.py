@@ -19,16 +19,16 @@ What the store holds:
 
 Search semantics (the env builds its observations from these):
 - ``page(entity)``: an exact title hit, case- and whitespace-insensitive (after Unicode NFKC), and
-  accent-insensitive as Wikipedia's redirects are (``Beyonce`` finds ``Beyoncé``, ``Soren
-  Kierkegaard`` finds ``Søren Kierkegaard``). An exact case-sensitive match wins over a
+  accent-insensitive as Wikipedia's redirects are (``Amon Goth`` finds ``Amon Göth``, ``Amanda
+  Sorensen`` finds ``Amanda Sørensen``). An exact case-sensitive match wins over a
   case-insensitive one, which wins over an accent-folded one; among several variants
   (``Popular Science`` / ``Popular science``) the sorted-first title wins.
-
-Titles and sentences are HTML-unescaped when the store is built (HotPotQA keeps ``&amp;`` in 214
-titles, e.g. ``Kenan &amp; Kel``; Wikipedia shows ``Kenan & Kel``).
 - ``similar(query, k)``: titles whose name without a trailing parenthetical equals the query
   (``Battle of Manila`` -> ``Battle of Manila (1945)``, what Wikipedia's disambiguation pages
   give), then BM25 hits, de-duplicated, at most ``k``.
+
+Titles and sentences are HTML-unescaped when the store is built (HotPotQA keeps ``&amp;`` in 214
+titles, e.g. ``Kenan &amp; Kel``; Wikipedia shows ``Kenan & Kel``).
 
 An optional live backend (:class:`LiveWikipedia`, MediaWiki API over ``requests``) has the same
 ``page``/``similar`` interface; it is off by default and never used by tests.
