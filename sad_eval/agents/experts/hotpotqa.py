@@ -499,7 +499,9 @@ class HotPotQAOracle:
         if not pv:
             raise SadEvalError("the HotPotQA oracle needs info['privileged'] (build the env with privileged=True)")
         mem = self._memory(state, pv)
-        cap = int(pv.get("max_steps", self.max_steps or 7))
+        from sad_eval.envs.hotpotqa import DEFAULT_MAX_STEPS
+
+        cap = int(pv.get("max_steps", self.max_steps or DEFAULT_MAX_STEPS))
         if self.max_steps:
             cap = min(cap, self.max_steps)
         left = cap - len(state.steps)  # actions left, this one included
