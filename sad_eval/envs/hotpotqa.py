@@ -4,19 +4,26 @@ The agent sees the question, then acts with ``search[entity]``, ``lookup[keyword
 ``finish[answer]``, as in ReAct's Wikipedia env (Yao et al. 2023, github.com/ysymyth/ReAct
 ``wikienv.py``; reimplemented here from its description, no code copied):
 
-- ``search[entity]``: an exact (case/whitespace-insensitive) title hit returns the page's first
-  5 sentences and makes it the current page; otherwise ``Could not find <entity>. Similar:
-  ['T1', ..., 'T5'].`` (the current page is kept).
+- ``search[entity]``: an exact title hit (case-, whitespace- and accent-insensitive, like
+  Wikipedia's redirects) returns the page's first 5 sentences and makes it the current page;
+  otherwise ``Could not find <entity>. Similar: ['T1', ..., 'T5'].`` (the current page is kept).
 - ``lookup[keyword]``: the next sentence of the current page that contains ``keyword``
-  (case-insensitive), as ``(Result i / n) <sentence>``; ``No more results.`` once the list is
-  used up. A different keyword, or a new search, restarts the list.
+  (case-insensitive substring of the keyword as typed), as ``(Result i / n) <sentence>``; ``No more
+  results.`` once the list is used up, or before any page was found (ReAct's env has an empty
+  list then). The list restarts when the keyword string as typed changes (``lookup[the]`` then
+  ``lookup[The]`` restarts, as ReAct compares the raw string) or after a new search hit.
+- ``think[thought]``: ``Nice thought.`` (ReAct's env answers so; the step counts).
 - ``finish[answer]``: ends the episode; reward = exact match after HotPotQA's answer
   normalization (:func:`normalize_answer`). ``info`` has ``em``, ``f1``, ``answer``,
   ``gold_answer``; ``success`` = ``score`` = em; ``meta`` has ``em``, ``f1``, ``type``, ``level``.
 - anything else: an ``Invalid action: ...`` observation (the step still counts). The verb is
   case-insensitive (``Search[...]``, as ReAct's prompts write it).
 
-At ``max_steps`` (default 8) without a finish the episode is truncated with em = f1 = 0.
+Step cap (ReAct's webthink loop: 7 agent actions, then the loop itself sends ``finish[]``):
+after ``max_steps`` actions (default :data:`REACT_MAX_STEPS` = 7) without a finish the episode is
+truncated as that forced ``finish[]``: answer ``""``, em = f1 = 0, ``info["forced_finish"]``.
+``max_steps=8`` (``--max-steps 8``) is this project's former budget of 8 agent actions
+(:data:`SAD_MAX_STEPS`), a named departure from ReAct (docs/hotpotqa.md).
 
 The corpus is shared by all questions: every search sees all 32.6k paragraphs of the data file,
 not just the question's own 10 (docs/hotpotqa.md discusses what that changes).
@@ -55,12 +62,14 @@ DEV500_SEED = 0
 DEV500_SIZE = 500
 SEARCH_SENTENCES = 5
 SIMILAR_K = 5
-DEFAULT_MAX_STEPS = 8  # ReAct's webthink loop allowed 8 turns (the last one forced)
+REACT_MAX_STEPS = 7  # ReAct's webthink loop: `for i in range(1, 8)`, then a forced finish[]
+SAD_MAX_STEPS = 8  # this project's former cap: 8 agent actions (a departure; opt in with max_steps=8)
+DEFAULT_MAX_STEPS = REACT_MAX_STEPS
 REACT_DEV_REL = "react/hotpot_dev_v1_simplified.json"
 REACT_IDX_REL = "hotpotqa/react500_covered_idx.json"
 
 _PUNCT = frozenset(string.punctuation)
-_ACTION = re.compile(r"^\s*(search|lookup|finish)\s*\[(.*)\]\s*$", re.I | re.S)
+_ACTION = re.compile(r"^\s*(search|lookup|finish|think)\s*\[(.*)\]\s*$", re.I | re.S)
 
 
 # ------------------------------------------------------------------ HotPotQA's answer metric
@@ -210,7 +219,8 @@ class HotPotQAEnv(gymnasium.Env):
             return "The episode is over; call reset().", 0.0, True, False, self._info()
         self._steps += 1
         m = _ACTION.match(action or "")
-        verb, arg = (m.group(1).lower(), m.group(2).strip()) if m else (None, "")
+        verb, raw = (m.group(1).lower(), m.group(2)) if m else (None, "")
+        arg = raw.strip()
         reward, terminated, extra = 0.0, False, {}
         if verb == "finish":
             terminated, extra = True, self._score(arg)
@@ -219,18 +229,21 @@ class HotPotQAEnv(gymnasium.Env):
         elif verb == "search" and arg:
             obs = self._search(arg)
         elif verb == "lookup" and arg:
-            obs = self._lookup(arg)
+            obs = self._lookup(raw)
+        elif verb == "think":
+            obs = "Nice thought."
         else:
             shown = (action or "").strip()
             shown = shown if len(shown) <= 200 else shown[:200] + "..."
             obs = (f"Invalid action: {shown!r}. Use search[entity], lookup[keyword] or finish[answer]."
                    if not verb else f"Invalid action: {verb}[] needs an argument.")
         truncated = not terminated and self._steps >= self.max_steps
-        if truncated:
-            extra = self._score(None)
+        if truncated:  # ReAct's loop sends finish[] itself after its last agent action
+            extra = self._score("")
+            extra["forced_finish"] = extra["meta"]["forced_finish"] = True
         self._done = terminated or truncated
         info = self._info(**extra)
-        info["action"] = verb if (verb and (arg or verb == "finish")) else "invalid"
+        info["action"] = verb if (verb and (arg or verb in ("finish", "think"))) else "invalid"
         return obs, reward, terminated, truncated, info
 
     # --- actions
@@ -245,21 +258,22 @@ class HotPotQAEnv(gymnasium.Env):
         return " ".join(sents[: self.search_sentences]) or f"{hit[0]} (empty page)"
 
     def _lookup(self, keyword: str) -> str:
-        if self._page is None:
-            return "No page to look up in: search[entity] first."
-        if keyword.lower() != self._lookup_kw:
-            self._lookup_kw = keyword.lower()
-            self._lookup_hits = [s.strip() for s in self._page[1] if s.strip() and self._lookup_kw in s.lower()]
+        """ReAct's lookup: the list is rebuilt whenever the keyword *as typed* changes; matching is a
+        case-insensitive substring test. No page yet: an empty list, so ``No more results.``"""
+        if keyword != self._lookup_kw:
+            self._lookup_kw = keyword
+            page = self._page[1] if self._page is not None else []
+            self._lookup_hits = [s.strip() for s in page if s.strip() and keyword.lower() in s.lower()]
             self._lookup_next = 0
         if self._lookup_next >= len(self._lookup_hits):
             return "No more results."
         self._lookup_next += 1
         return f"(Result {self._lookup_next} / {len(self._lookup_hits)}) {self._lookup_hits[self._lookup_next - 1]}"
 
-    def _score(self, answer: str | None) -> dict[str, Any]:
+    def _score(self, answer: str) -> dict[str, Any]:
         gold = self._record["answer"]
-        em = exact_match(answer, gold) if answer is not None else 0.0
-        f1 = f1_score(answer, gold) if answer is not None else 0.0
+        em = exact_match(answer, gold)
+        f1 = f1_score(answer, gold)
         meta = {"em": em, "f1": f1, "type": self._type, "level": self._record.get("level"),
                 "answer": answer, "gold_answer": gold, "steps": self._steps}
         return {"success": bool(em), "score": em, "em": em, "f1": f1, "answer": answer,
@@ -284,4 +298,6 @@ class HotPotQAEnv(gymnasium.Env):
             "pages": {t: list(self.store.sentences_of(t) or []) for t in titles},
             "search_sentences": self.search_sentences,
             "max_steps": self.max_steps,
+            # so the oracle can ask the same store which observed names reach a page
+            "data_root": str(self.root), "backend": self.backend_name,
         }

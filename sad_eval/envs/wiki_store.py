@@ -19,12 +19,17 @@ What the store holds:
   text from the question's own context), so that listing tasks never re-reads the 22 MB file.
 
 Search semantics (the env builds its observations from these):
-- ``page(entity)``: an exact title hit, case- and whitespace-insensitive (after Unicode NFKC). An
-  exact case-sensitive match wins over a case-insensitive one; among several case variants
+- ``page(entity)``: an exact title hit, case- and whitespace-insensitive (after Unicode NFKC), and
+  accent-insensitive as Wikipedia's redirects are (``Amon Goth`` finds ``Amon Göth``, ``Amanda
+  Sorensen`` finds ``Amanda Sørensen``). An exact case-sensitive match wins over a
+  case-insensitive one, which wins over an accent-folded one; among several variants
   (``Popular Science`` / ``Popular science``) the sorted-first title wins.
 - ``similar(query, k)``: titles whose name without a trailing parenthetical equals the query
   (``Battle of Manila`` -> ``Battle of Manila (1945)``, what Wikipedia's disambiguation pages
   give), then BM25 hits, de-duplicated, at most ``k``.
+
+Titles and sentences are HTML-unescaped when the store is built (HotPotQA keeps ``&amp;`` in 214
+titles, e.g. ``Kenan &amp; Kel``; Wikipedia shows ``Kenan & Kel``).
 
 An optional live backend (:class:`LiveWikipedia`, MediaWiki API over ``requests``) has the same
 ``page``/``similar`` interface; it is off by default and never used by tests.
@@ -32,6 +37,7 @@ An optional live backend (:class:`LiveWikipedia`, MediaWiki API over ``requests`
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -51,7 +57,7 @@ from sad_eval.envs.base import EnvError
 from sad_eval.paths import cache_root
 
 SOURCE_REL = "hotpotqa/hotpotqa_with_context.jsonl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # 2: HTML-unescaped titles and sentences; 3: + stored as text and JSON, no pickle
 INDEX_PREFIX = "hotpotqa-wiki"
 
 # A small English stop-word list (own list; function words that carry no title signal).
@@ -68,6 +74,18 @@ _PAREN = re.compile(r"\s*\([^()]*\)\s*$")
 def normalize_title(text: str) -> str:
     """The key of an exact search: NFKC, case-folded, whitespace collapsed."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+# Latin letters NFKD does not decompose, spelled as English Wikipedia's redirects spell them.
+_FOLD_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "æ": "ae", "œ": "oe", "þ": "th",
+                               "ı": "i", "ß": "ss"})
+
+
+def fold_title(text: str) -> str:
+    """The key of an accent-insensitive search: :func:`normalize_title` without diacritics."""
+    decomposed = unicodedata.normalize("NFKD", normalize_title(text))
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(bare.translate(_FOLD_LETTERS).split())
 
 
 def base_title(title: str) -> str:
@@ -108,12 +126,14 @@ def read_source(source: Path) -> tuple[dict[str, list[str]], dict[str, dict[str,
             original = rec.get("sentence_split", "original") == "original"
             ctx = {}
             for title, sents in rec["context"]:
-                key = tuple(s.strip() for s in sents)
+                title = html.unescape(title)
+                key = tuple(html.unescape(s).strip() for s in sents)
                 ctx.setdefault(title, key)
                 seen = versions.setdefault(title, {})
                 seen[key] = seen.get(key, False) or original
             support = []
-            for title, idx in rec["supporting_facts"]:
+            facts = [[html.unescape(t), i] for t, i in rec["supporting_facts"]]
+            for title, idx in facts:
                 sents = ctx.get(title)
                 text = sents[idx] if (sents is not None and idx is not None and 0 <= idx < len(sents)) else None
                 support.append([title, idx, text])
@@ -121,9 +141,9 @@ def read_source(source: Path) -> tuple[dict[str, list[str]], dict[str, dict[str,
                 "id": rec["id"], "question": rec["question"], "answer": rec["answer"],
                 "type": rec.get("type"), "level": rec.get("level"), "split": rec.get("split"),
                 "setting": rec.get("setting"), "sentence_split": rec.get("sentence_split"),
-                "supporting_facts": [[t, i] for t, i in rec["supporting_facts"]],
+                "supporting_facts": facts,
                 "support": support,
-                "has_gold": all(t in ctx for t, _ in rec["supporting_facts"]),
+                "has_gold": all(t in ctx for t, _ in facts),
             }
     pages = {t: list(_choose_version(v)) for t, v in versions.items()}
     stats = BuildStats(titles=len(pages), paragraph_versions=sum(len(v) for v in versions.values()),
@@ -233,7 +253,8 @@ def ensure_index(data_root: Path | None = None, rebuild: bool = False, log=None)
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        for old in index_root().glob(f"{INDEX_PREFIX}-v*"):
+        # stale indexes of this format only: another checkout may still read another format
+        for old in index_root().glob(f"{INDEX_PREFIX}-v{FORMAT_VERSION}-*"):
             if old != final and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
     return final
@@ -255,9 +276,11 @@ class WikiStore:
     def __post_init__(self) -> None:
         self._exact = {t: i for i, t in enumerate(self.titles)}
         self._norm: dict[str, int] = {}
+        self._fold: dict[str, int] = {}
         self._base: dict[str, list[int]] = {}
-        for i, t in enumerate(self.titles):  # titles are sorted: the first case variant wins
+        for i, t in enumerate(self.titles):  # titles are sorted: the first variant wins
             self._norm.setdefault(normalize_title(t), i)
+            self._fold.setdefault(fold_title(t), i)
             self._base.setdefault(base_title(t), []).append(i)
         vocab = getattr(self.bm25, "vocab_dict", None) or {}
         self._vocab: dict[str, int] = vocab
@@ -267,10 +290,12 @@ class WikiStore:
 
     # exact lookup
     def resolve(self, entity: str) -> str | None:
-        """The title an exact (case/whitespace-insensitive) search for ``entity`` hits, or None."""
+        """The title an exact (case/whitespace/accent-insensitive) search for ``entity`` hits, or None."""
         i = self._exact.get(entity.strip())
         if i is None:
             i = self._norm.get(normalize_title(entity))
+        if i is None:
+            i = self._fold.get(fold_title(entity))
         return None if i is None else self.titles[i]
 
     def sentences_of(self, title: str) -> list[str] | None:

@@ -26,7 +26,7 @@ from sad_eval.segment import linearize
 
 ENV = "alfworld"
 ENV_KWARGS = {"expert": True}  # the env must compute the handcoded expert's next command
-EXEMPLAR_VERSION = 1
+EXEMPLAR_VERSION = 2  # 2: revisits and looks described as observed
 
 # the processing step of each task type: (verb, past participle, appliance class)
 PROCESS = {
@@ -94,6 +94,7 @@ class Memory:
     closed: set[str] = field(default_factory=set)
     location: str = ""
     holding: str = ""
+    held_from: str = ""  # where the held object was picked up
     processed: bool = False  # the held target object is clean/hot/cool
     placed: int = 0  # target objects put in/on the parent receptacle
     last_action: str = ""
@@ -139,13 +140,13 @@ class ALFWorldTeacher:
         if seen is not None and mem.location and not obs.startswith("You are facing"):
             mem.contents[mem.location] = seen
         if m := _PICK.match(obs):
-            mem.holding, mem.processed = m.group(1), False
+            mem.holding, mem.held_from, mem.processed = m.group(1), m.group(2), False
             mem.contents[m.group(2)] = [o for o in mem.contents.get(m.group(2), []) if o != m.group(1)]
         elif m := _PUT.match(obs):
             if cls(m.group(1)) == params.get("object_target") and cls(m.group(2)) == params.get("parent_target"):
                 mem.placed += 1
             mem.contents.setdefault(m.group(2), []).append(m.group(1))
-            mem.holding, mem.processed = "", False
+            mem.holding, mem.held_from, mem.processed = "", "", False
         elif (m := _PROCESSED.match(obs)) and m.group(2) == mem.holding:
             mem.processed = True
 
@@ -231,8 +232,8 @@ class ALFWorldTeacher:
         holding_target = bool(mem.holding) and cls(mem.holding) == obj
         words = action.split()
         verb = words[0] if words else ""
-        if action == "look":
-            return "First I'll look around." if not mem.seen_steps else "I'll look around to get my bearings."
+        if action == "look":  # no reason is claimed for a mid-episode look: none is observable
+            return "First I'll look around." if not mem.seen_steps else "I'll look around."
         if action.startswith("go to "):
             return self._goto(p, mem, action[len("go to "):], holding_target, priv)
         if verb == "open":
@@ -244,6 +245,8 @@ class ALFWorldTeacher:
             return f"I'll close the {action[len('close '):]} and move on."
         if verb == "take":
             o = " ".join(words[1:3])
+            if cls(o) != obj:  # not the goal object: claim no purpose for it
+                return f"I'll take the {o}."
             return f"I'll take the {o}, {self._after_take(p, mem)}."
         if verb in ("clean", "heat", "cool") and holding_target:
             tool = " ".join(words[-2:])
@@ -251,12 +254,13 @@ class ALFWorldTeacher:
         if verb == "put":
             o, r = " ".join(words[1:3]), " ".join(words[-2:])
             if cls(o) != obj or cls(r) != parent:
-                return f"I'll put the {o} back {prep(r)} the {r}."
+                back = "back " if r == mem.held_from else ""
+                return f"I'll put the {o} {back}{prep(r)} the {r}."
             if t == "pick_two_obj_and_place" and mem.placed == 0:
                 return f"I'll put the {o} {prep(r)} the {r}; that is the first of two."
             return f"I'll put the {o} {prep(r)} the {r}, which completes the task."
         if verb == "use":
-            return f"I'm holding the {mem.holding or obj}, so I'll turn on the {action[4:]} to look at it in the light."
+            return f"I'll turn on the {action[4:]} to look at the {mem.holding or obj} in the light."
         if verb == "examine":
             return f"I'll examine the {action[len('examine '):]} more closely."
         if verb == "inventory":
@@ -272,6 +276,7 @@ class ALFWorldTeacher:
         if t == "look_at_obj_in_light":
             lamp = p.get("toggle_target", "desklamp")
             known = [r for r, objs in mem.contents.items() if any(cls(o) == lamp for o in objs)]
+            known.sort(key=lambda r: r != mem.location)  # one right here comes first
             if known:
                 return f"then go to the {lamp} I saw {prep(known[0])} the {known[0]} and turn it on"
             return f"then find {a(lamp)} and turn it on"
@@ -280,34 +285,45 @@ class ALFWorldTeacher:
         return f"then put it {prep(parent)} {a(parent)}"
 
     def _goto(self, p: dict[str, str], mem: Memory, dest: str, holding_target: bool, priv: dict[str, Any]) -> str:
+        """Why go to ``dest``; a place already visited is said to be a revisit, and one already seen
+        without what is wanted is said to be so (the handcoded expert does recheck places)."""
         t, obj, parent = p.get("task_type", ""), p.get("object_target", ""), p.get("parent_target", "")
         dcls = cls(dest)
+        again = " again" if dest in mem.visited else ""
         if mem.holding and not holding_target:
-            return f"I'm holding the {mem.holding}, which I don't need; I'll go back to the {dest} to put it down."
+            if dest == mem.held_from:
+                return f"I'm holding the {mem.holding}, which I don't need; I'll go back to the {dest} to put it down."
+            return f"I'm holding the {mem.holding}, which I don't need; I'll go to the {dest}{again}."
         if holding_target:
             if t in PROCESS and not mem.processed:
                 verb, _, tool = PROCESS[t]
                 if dcls == tool or dcls == "bathtubbasin":
-                    return f"Next I need to {verb} the {mem.holding}, so I'll go to the {dest}."
+                    return f"Next I need to {verb} the {mem.holding}, so I'll go to the {dest}{again}."
             if t == "look_at_obj_in_light":
                 lamp = p.get("toggle_target", "desklamp")
                 if any(cls(o) == lamp for o in mem.contents.get(dest, [])):
-                    return f"I saw {a(lamp)} {prep(dest)} the {dest}, so I'll take the {mem.holding} there."
-                return f"Now I need {a(lamp)}; I'll look for one at the {dest}."
+                    return f"I saw {a(lamp)} {prep(dest)} the {dest} earlier, so I'll take the {mem.holding} back there."
+                if dest in mem.contents:
+                    return (f"Now I need {a(lamp)}. There was none {prep(dest)} the {dest} when I looked before, "
+                            f"but I'll check it again.")
+                return f"Now I need {a(lamp)}; I'll look for one at the {dest}{again}."
             # say the processing is done unless the last observation just said so
             just_done = mem.last_action.split(" ", 1)[0] in ("clean", "heat", "cool")
             done = f"The {mem.holding} is {PROCESS[t][1]}; now" if t in PROCESS and not just_done else "Now"
             if dcls == parent:
-                return f"{done} I'll take it to the {dest} to put it there."
-            return f"{done} I need {a(parent)} for the {mem.holding}; I'll go to the {dest}."
+                back = "back " if again else ""
+                return f"{done} I'll take it {back}to the {dest} to put it there."
+            return f"{done} I need {a(parent)} for the {mem.holding}; I'll go to the {dest}{again}."
         # searching for the object
         seen_here = [o for o in mem.contents.get(dest, []) if cls(o) == obj]
         want = f"another {obj}" if t == "pick_two_obj_and_place" and mem.placed else a(obj)
         if seen_here:
             seen = _join([a(o) for o in seen_here], "and")
             return f"I saw {seen} {prep(dest)} the {dest} earlier, so I'll go back there."
+        if dest in mem.contents:
+            return (f"I haven't found {want} yet. There was no {obj} {prep(dest)} the {dest} when I looked before, "
+                    f"but I'll check it again.")
         priors = priv.get("search_priors", [])
-        again = " again" if dest in mem.visited else ""
         if dcls in priors:
             return f"I need to find {want}; {a(obj)} is often {prep(dest)} {a(dcls)}, so I'll check the {dest}{again}."
         left = [r for r in mem.room if cls(r) in priors and r not in mem.visited]
