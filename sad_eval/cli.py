@@ -34,6 +34,29 @@ app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _show_flags_as_flags() -> None:
+    """typer >= 0.2x prints a flag's type (`--overwrite <bool>`), which reads as if it took a value;
+    show flags bare, as click and argparse do."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # an older typer: it already shows flags bare
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_sad_eval", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._sad_eval = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_show_flags_as_flags()
+
 # Modules that add their area's commands: each has `register(app)`.
 COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad_eval.distill.cli",
                               "sad_eval.experiment_cli"]
@@ -46,13 +69,19 @@ STATE = {"debug": False}
 def root(ctx: typer.Context,
          agent: Optional[str] = typer.Option(None, "--agent", help="Bare form: evaluate this agent (see `eval`)."),
          env: Optional[str] = typer.Option(None, "--env", help="Bare form: on this env, with `eval`'s defaults."),
-         debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
+         debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (anywhere on the line)."),
+         version: bool = typer.Option(False, "--version", is_eager=True, help="Print the version and exit.")):
     """Evaluate ReAct agents, collect teacher trajectories, distill students, report TSR/ARL/CoT/latency.
 
-    `sad-eval --agent CKPT --env webshop` is `sad-eval eval` with its defaults.
+    `sad-eval --agent CKPT --env webshop [eval's options]` is `sad-eval eval`.
     Run `sad-eval COMMAND --help` for a command's options.
     """
-    STATE["debug"] = debug
+    STATE["debug"] = debug or STATE["debug"]
+    if version:
+        from sad_eval import __version__
+
+        console.print(f"sad-eval {__version__}")
+        raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         if agent or env:
             raise SadEvalError("--agent/--env before a command are for the bare form; put them after the command")
@@ -287,9 +316,25 @@ def _click_kinds() -> dict[str, tuple[type, ...]]:
     return {k: tuple(getattr(m, k) for m in mods if hasattr(m, k)) for k in ("Exit", "ClickException", "Abort")}
 
 
+def _command_names() -> set[str]:
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return names | {g.name for g in app.registered_groups if g.name}
+
+
+def normalize_argv(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` anywhere (taken out, so no command rejects it), and the bare form
+    ``sad-eval --agent A --env E [eval options]`` spelled as ``sad-eval eval --agent A --env E ...``."""
+    head, sep, tail = (argv[:argv.index("--")], ["--"], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [], [])
+    debug = "--debug" in head
+    head = [a for a in head if a != "--debug"]
+    if head and head[0].split("=", 1)[0] in ("--agent", "--env") and not (_command_names() & set(head)):
+        head = ["eval", *head]
+    return head + sep + tail, debug
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    argv, debug = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    STATE["debug"] = debug
     warnings.simplefilter("default" if debug else "ignore", FutureWarning)
     try:
         app(args=argv, prog_name="sad-eval", standalone_mode=False)

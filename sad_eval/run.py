@@ -41,6 +41,7 @@ class RunConfig:
     overwrite: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     kind: str = "eval"  # or "collect"
+    policy: Any = None  # a ready Policy object (the Python API's own-policy case); else built from `spec`
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -103,8 +104,10 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
 
 
 def check_resume(cfg: RunConfig, manifest: dict[str, Any]) -> None:
+    """Refuse to append to a file written with other settings. A file with no episodes yet (a run
+    that failed before its first one) holds nothing to mix with: its manifest is simply replaced."""
     path = manifest_path(cfg.out)
-    if not path.is_file():
+    if not path.is_file() or not recorded_keys(cfg.out):
         return
     old = json.loads(path.read_text())
     diff = [k for k in IDENTITY_KEYS if old.get(k) != manifest.get(k)]
@@ -131,9 +134,28 @@ def resolve_tasks(env_name: str, split: str, env_kwargs: dict, wanted: list[str]
     return ids
 
 
+@dataclass
+class RunOutcome:
+    jobs: list[tuple[str, int]]  # every (task_id, sample) of the run, recorded before or now
+    new: list[Episode]  # the episodes this invocation recorded
+    manifest: dict[str, Any]
+
+
 def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
             progress: bool = True) -> list[Episode]:
     """Run (or resume) and return the episodes recorded by this invocation."""
+    return execute_run(cfg, on_episode, progress).new
+
+
+def _policy_manifest(policy: Any) -> dict[str, Any]:
+    """What a built policy adds to the manifest: e.g. the model id an endpoint actually serves."""
+    extra = getattr(policy, "manifest_extra", None)
+    return dict(extra()) if callable(extra) else {}
+
+
+def execute_run(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
+                progress: bool = True) -> RunOutcome:
+    """`execute`, also returning the run's job list and manifest."""
     from sad_eval.agents.registry import make_policy
     from sad_eval.envs import make_env
     from sad_eval.harness import plan_jobs, rollout, rollout_parallel
@@ -168,10 +190,14 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
             if cfg.workers > 1 and cfg.spec.kind == "scripted":
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
-                policy = make_policy(cfg.spec)
+                policy = cfg.policy if cfg.policy is not None else make_policy(cfg.spec)
+                extra = _policy_manifest(policy)
+                if extra:
+                    manifest["agent_config"].update(extra)
+                    manifest_path(out).write_text(json.dumps(manifest, indent=2))
                 factory = lambda: make_env(env_name, split=cfg.split, **cfg.env_kwargs)  # noqa: E731
                 rollout(factory, policy, env_name, cfg.split, todo, cfg.seed, cfg.batch, record)
-    return new
+    return RunOutcome(jobs=jobs, new=new, manifest=manifest)
 
 
 class _Progress:

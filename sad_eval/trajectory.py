@@ -31,6 +31,7 @@ class Step:
     latency_s: float = 0.0
     invalid: bool = False  # the model output had no parsable action; the raw text was sent
     tokens: int | None = None  # generated tokens for this turn (model agents)
+    raw: str = ""  # the text the model generated this turn, before parsing (empty: scripted / older files)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class Turn:
     invalid: bool = False  # no parsable action: `action` is the raw text
     tokens: int | None = None  # generated tokens
     logprobs: list[float] | None = None
+    error: str | None = None  # this episode cannot go on (e.g. an endpoint refused its request): record it errored
 
 
 @runtime_checkable

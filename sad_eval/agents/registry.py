@@ -23,9 +23,13 @@ class AgentSpec:
     max_context: int | None = None
     logprobs: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None  # openai: counts context tokens (default: none; a safe estimate)
+    custom: bool = False  # a user's own Policy object (the Python API): not rebuilt from this spec
 
     @property
     def kind(self) -> str:
+        if self.custom:
+            return "custom"
         if self.agent in SCRIPTED:
             return "scripted"
         if self.agent.startswith("openai:"):
@@ -34,10 +38,11 @@ class AgentSpec:
 
     def describe(self) -> dict[str, Any]:
         d = {"agent": self.agent, "kind": self.kind}
-        if self.kind != "scripted":
+        if self.kind not in ("scripted", "custom"):
             d.update(decoding=self.decoding.as_dict(), chat=self.chat)
         if self.kind == "openai":
-            d.update(base_url=self.base_url, api=self.api)  # never the API key
+            d.update(base_url=self.base_url, api=self.api, max_context=self.max_context,
+                     tokenizer=self.tokenizer)  # never the API key
         if self.kind == "hf":
             from sad_eval.models import resolve_model
 
@@ -47,6 +52,8 @@ class AgentSpec:
 
 
 def make_policy(spec: AgentSpec):
+    if spec.kind == "custom":
+        raise ValueError("a custom policy is passed as an object, not rebuilt from its spec")
     if spec.kind == "scripted":
         from sad_eval.agents.experts import make_expert
 
@@ -54,7 +61,8 @@ def make_policy(spec: AgentSpec):
     if spec.kind == "openai":
         from sad_eval.agents.openai_compat import make_openai_policy
 
-        return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding)
+        return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding,
+                                  chat=spec.chat, max_context=spec.max_context, tokenizer=spec.tokenizer)
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,

@@ -65,11 +65,11 @@ def register(app: typer.Typer) -> None:
         """Distill teacher trajectories into a student (SAD span-weighted CE/KL, or a baseline)."""
         from rich.console import Console
 
-        from sad_eval.distill.trainer import TrainConfig, train
+        from sad_eval.api import distill
 
         console = Console(stderr=True)
-        cfg = TrainConfig(
-            data=[str(p) for p in data], student=student, out=str(out), method=method, loss=loss, teacher=teacher,
+        distill(
+            data, student, out, method, log=lambda m: console.print(m, highlight=False), loss=loss, teacher=teacher,
             teacher_topk=[str(p) for p in teacher_topk] if teacher_topk else None,
             init_from_layers=init_from_layers, init_source=init_source, max_steps=max_steps, lr=lr,
             warmup_steps=warmup_steps, weight_decay=weight_decay, batch_size=batch_size, grad_accum=grad_accum,
@@ -78,8 +78,6 @@ def register(app: typer.Typer) -> None:
             competence_steps=competence_steps, seed=seed, resume=resume, stop_at=stop_at, chat=chat, only_success=only_success,
             rules=_rules(rule), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
             log_every=log_every, bf16=bf16, device=device, threads=threads)
-        _validate(cfg)
-        train(cfg, log=lambda m: console.print(m, highlight=False))
 
     @app.command("distill-topk")
     def distill_topk_cmd(
@@ -120,22 +118,3 @@ def register(app: typer.Typer) -> None:
         path = write_sidecar(out or sidecar_path(data), entries, k, vocab, tokenizer=str(teacher),
                              seq_len=seq_len, chat=chat)
         console.print(f"wrote {path}: {len(entries)} turns, k={k}")
-
-
-def _validate(cfg) -> None:
-    from sad_eval.distill.curriculum import CURRICULA
-    from sad_eval.distill.methods import METHODS
-
-    if cfg.method not in METHODS:
-        raise SadEvalError(f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    if cfg.loss not in ("ce", "kl"):
-        raise SadEvalError(f"unknown --loss {cfg.loss!r}; choose ce or kl")
-    if cfg.curriculum not in CURRICULA:
-        raise SadEvalError(f"unknown --curriculum {cfg.curriculum!r}; choose one of {', '.join(CURRICULA)}")
-    if cfg.loss == "ce" and cfg.teacher:
-        raise SadEvalError("--teacher is only used with --loss kl (ce trains on the trajectories' tokens)")
-    if cfg.temperature <= 0:
-        raise SadEvalError("--temperature must be positive")
-    for name in ("max_steps", "batch_size", "grad_accum", "seq_len"):
-        if getattr(cfg, name) < 1:
-            raise SadEvalError(f"--{name.replace('_', '-')} must be at least 1")
