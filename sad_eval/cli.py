@@ -261,7 +261,9 @@ def metrics_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (one row each), or one experiment run directory."),
+    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files, or one experiment run directory. Rows are "
+                                      "named by the agent in each file (files of one agent on other envs share its "
+                                      "row; two of one agent on one env are told apart by their paths)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher trajectories, for CoT match."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
@@ -285,7 +287,10 @@ def report_cmd(
     from sad_eval.trajectory import load_trajectories
 
     teach = load_trajectories([teacher], strict=strict) if teacher else None
-    df = tables.metrics_frame(tables.load_runs(runs, strict), teach)
+    labelled, sources = tables.load_labelled_runs(runs, strict)
+    df = tables.metrics_frame(labelled, teach)
+    for label, files in sources.items():  # say how rows are named (stderr: the table itself stays clean)
+        err_console.print(f"row {label}: " + ", ".join(map(str, files)), highlight=False, markup=False, soft_wrap=True)
     if out:
         text = tables.render(df, "md" if fmt == "table" else fmt)
         out.parent.mkdir(parents=True, exist_ok=True)

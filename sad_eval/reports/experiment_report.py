@@ -16,11 +16,15 @@ import pandas as pd
 
 from sad_eval.errors import SadEvalError
 from sad_eval.metrics import summarize
+from sad_eval.reports.tables import latex_table
 from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
 LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
-          "no_action_rate": "NoAct", "rejected_rate": "Rej"}
+          "no_action_rate": "NoAct", "rejected_rate": "Rej", "webshop_score": "Score", "hotpotqa_em": "EM",
+          "hotpotqa_f1": "F1"}
+# Tables 3 and 5 also show each env's own score (WebShop reward, HotPotQA EM/F1) where the env has one
+ENV_SCORES = ("webshop_score", "hotpotqa_em", "hotpotqa_f1")
 # the paired table adds the invalid-action rate: it still separates students that never succeed
 PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate", "rejected_rate")
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
@@ -72,9 +76,10 @@ def results(root: Path, cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
     """Rows = row labels (in order), columns = (env, metric, 'mean'|'ci'|'n')."""
     out: dict[str, dict[tuple, float]] = {}
+    metrics = [m for m in metrics if m in df.columns]
     for (row, env), g in df.groupby(["row", "env"], sort=False):
         for metric in metrics:
             m, ci = mean_ci(g[metric].astype(float).tolist())
@@ -92,11 +97,15 @@ def _cell(mean: float, ci: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS) -> pd.DataFrame:
+def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
+    """Formatted cells; per env first ``N``, the number of runs (seeds) behind each mean, then the
+    metrics (an env score only under its own env)."""
     cols = {}
     for env in envs:
+        if (env, "seeds", "n") in agg.columns:
+            cols[f"{env} N"] = ["–" if math.isnan(v) else str(int(v)) for v in agg[(env, "seeds", "n")]]
         for metric in metrics:
-            if (env, metric, "mean") in agg.columns:
+            if (env, metric, "mean") in agg.columns and agg[(env, metric, "mean")].notna().any():
                 cols[f"{env} {LABELS[metric]}"] = [
                     _cell(r[(env, metric, "mean")], r[(env, metric, "ci")], 2 if metric == "latency_steps" else 1)
                     for _, r in agg.iterrows()]
@@ -320,10 +329,11 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     t3 = display(agg, envs)
     t3.to_csv(rep / "table3.csv")
     (rep / "table3.md").write_text(to_markdown(t3))
-    (rep / "table3.tex").write_text(t3.to_latex())
+    (rep / "table3.tex").write_text(latex_table(t3))
     seeds = len(cfg.seeds)
     parts += ["## Table 3: teacher and students per env\n",
-              f"TSR and CoT in %, ARL in words, latency in steps per episode; mean ± 95% t-interval over {seeds} seed(s)"
+              f"N = runs (seeds) per cell; TSR and CoT in %, ARL in words, latency in steps per episode, the env's "
+              f"own scores (WebShop reward ×100, HotPotQA EM/F1); mean ± 95% t-interval over {seeds} seed(s)"
               + (" (one seed: no interval)" if seeds < 2 else "") + ". CoT match pairs each student episode with the "
               "teacher's episode on the same task of the eval split.\n", to_markdown(t3)]
     if {"sad", "token"} <= set(cfg.methods):
