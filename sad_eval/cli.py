@@ -332,7 +332,9 @@ def normalize_argv(argv: list[str]) -> tuple[list[str], bool]:
     head, sep, tail = (argv[:argv.index("--")], ["--"], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [], [])
     debug = "--debug" in head
     head = [a for a in head if a != "--debug"]
-    if head and head[0].split("=", 1)[0] in ("--agent", "--env") and not (_command_names() & set(head)):
+    flags = {a.split("=", 1)[0] for a in head}
+    if (head and head[0].split("=", 1)[0] in ("--agent", "--env") and {"--agent", "--env"} <= flags
+            and not (_command_names() & set(head))):
         head = ["eval", *head]
     return head + sep + tail, debug
 
