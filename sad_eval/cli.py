@@ -339,9 +339,26 @@ def normalize_argv(argv: list[str]) -> tuple[list[str], bool]:
     return head + sep + tail, debug
 
 
+def _one_line_warnings(debug: bool) -> None:
+    """Our own warnings (a skipped corrupt line, distill's data notes) as one clean ``warning:`` line,
+    not Python's ``file.py:123: UserWarning`` with a source line; ``--debug`` keeps Python's form."""
+    if debug:
+        return
+    plain = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and filename.startswith(str(Path(__file__).parent)) or \
+                category.__name__ == "TrajectoryWarning":
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv, debug = normalize_argv(list(sys.argv[1:] if argv is None else argv))
     STATE["debug"] = debug
+    _one_line_warnings(debug)
     warnings.simplefilter("default" if debug else "ignore", FutureWarning)
     try:
         app(args=argv, prog_name="sad-eval", standalone_mode=False)

@@ -79,6 +79,10 @@ class Episode:
         return cls(steps=steps, **kwargs)
 
 
+class TrajectoryWarning(UserWarning):
+    """A line of a trajectory file was skipped (the CLI prints it as one ``warning:`` line)."""
+
+
 class TrajectoryWriter:
     """Append episodes to a JSONL file, one flushed line each.
 
@@ -135,10 +139,11 @@ def read_trajectories(path: str | Path, strict: bool = False) -> Iterator[Episod
             try:
                 yield Episode.from_dict(json.loads(line))
             except (ValueError, TypeError) as e:
-                msg = f"{path}:{n}: skipped a corrupt or truncated episode line ({e})"
                 if strict:
-                    raise SadEvalError(msg) from e
-                warnings.warn(msg, stacklevel=2)
+                    raise SadEvalError(f"{path}:{n}: refused a corrupt or truncated episode line ({e}) "
+                                       "(--strict)") from e
+                warnings.warn(TrajectoryWarning(f"{path}:{n}: skipped a corrupt or truncated episode line ({e})"),
+                              stacklevel=2)
 
 
 def load_trajectories(paths: Iterable[str | Path], strict: bool = False) -> list[Episode]:
