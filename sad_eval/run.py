@@ -147,6 +147,13 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
     return execute_run(cfg, on_episode, progress).new
 
 
+def _quiet_transformers() -> None:
+    """transformers' own "Loading weights" bars would interleave with our progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _policy_manifest(policy: Any) -> dict[str, Any]:
     """What a built policy adds to the manifest: e.g. the model id an endpoint actually serves."""
     extra = getattr(policy, "manifest_extra", None)
@@ -190,6 +197,8 @@ def execute_run(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = N
             if cfg.workers > 1 and cfg.spec.kind == "scripted":
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
+                if cfg.spec.kind == "hf":
+                    _quiet_transformers()
                 policy = cfg.policy if cfg.policy is not None else make_policy(cfg.spec)
                 extra = _policy_manifest(policy)
                 if extra:
@@ -200,19 +209,39 @@ def execute_run(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = N
     return RunOutcome(jobs=jobs, new=new, manifest=manifest)
 
 
-class _Progress:
-    """A rich progress bar with live TSR and episodes/min (silent when disabled)."""
+def progress_columns(width: int, description_len: int) -> list:
+    """Progress columns that fit ``width``: counts, live TSR, rate and ETA always; the bar and the
+    full description only when there is room (at 80 columns rich would cut "TSR 0.… 8.5 ep/…")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    def __init__(self, total: int, completed: int, description: str, enabled: bool = True):
+    stats = [MofNCompleteColumn(), TextColumn("TSR {task.fields[tsr]}"), TextColumn("{task.fields[rate]} ep/min"),
+             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[err]}")]
+    fixed = 11 + 10 + 13 + 7 + 3 + 7 + len(stats) + 2  # widest "1000/1000", "TSR 100.0%", "12.3 ep/min", times, gaps
+    room = width - fixed
+    desc = TextColumn("{task.description}")
+    if room >= description_len + 12:
+        return [desc, BarColumn(bar_width=min(30, room - description_len - 1)), *stats]
+    return [desc, *stats]
+
+
+class _Progress:
+    """A rich progress bar with live TSR, episodes/min and ETA (silent when disabled); it fits the
+    terminal instead of being cut."""
+
+    def __init__(self, total: int, completed: int, description: str, enabled: bool = True, console=None):
         self.enabled, self.total, self.completed = enabled, total, completed
         self.successes = self.finished = self.errored = 0
         self.t0 = time.perf_counter()
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.console import Console
+            from rich.progress import Progress
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("TSR {task.fields[tsr]}"), TextColumn("{task.fields[rate]} ep/min"),
-                                     TextColumn("{task.fields[err]}"), TimeElapsedColumn(), transient=False)
+            console = console or Console(stderr=True)
+            width = console.width
+            room = width - 55
+            if len(description) > room:  # keep the end: agent and env/split matter most
+                description = "…" + description[-max(8, room - 1):]
+            self.progress = Progress(*progress_columns(width, len(description)), console=console, transient=False)
             self.task = self.progress.add_task(description, total=total, completed=completed,
                                                tsr="–", rate="–", err="")
 
@@ -235,4 +264,4 @@ class _Progress:
             ok = self.finished - self.errored
             rate = 60.0 * self.finished / max(1e-9, time.perf_counter() - self.t0)
             self.progress.update(self.task, advance=1, tsr=f"{100.0 * self.successes / ok:.1f}%" if ok else "–",
-                                 rate=f"{rate:.1f}", err=f"[red]{self.errored} errored[/]" if self.errored else "")
+                                 rate=f"{rate:.1f}", err=f"[red]{self.errored} err[/]" if self.errored else "")

@@ -163,8 +163,25 @@ def _param_counts(root: Path, cfg) -> dict[str, int]:
     return counts
 
 
-def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
-    """2x2: TSR, ARL, CoT match, latency vs student size; sad vs token; one line style per env."""
+# each metric's possible range: a 95% interval is drawn clipped to it (a TSR below 0% does not exist)
+METRIC_RANGE = {"tsr": (0.0, 100.0), "cot_match": (0.0, 100.0), "arl": (0.0, math.inf),
+                "latency_steps": (0.0, math.inf)}
+METRIC_TITLES = {"tsr": "TSR (%)", "arl": "ARL (words)", "cot_match": "CoT match (%)",
+                 "latency_steps": "Latency (steps/ep.)"}
+METHOD_STYLE = {"sad": ("tab:blue", "o", 0.94), "token": ("tab:orange", "s", 1.06)}  # colour, marker, x offset
+
+
+def _clipped_yerr(ys, cis, metric: str) -> list[list[float]]:
+    lo, hi = METRIC_RANGE.get(metric, (-math.inf, math.inf))
+    down = [0.0 if math.isnan(c) else y - max(lo, y - c) for y, c in zip(ys, cis)]
+    up = [0.0 if math.isnan(c) else min(hi, y + c) - y for y, c in zip(ys, cis)]
+    return [down, up]
+
+
+def figure2_figure(df: pd.DataFrame, counts: dict[str, int]):
+    """The figure: one panel per (metric, env); sad vs token against student size, each method's
+    markers offset so they do not hide each other, the teacher as a dashed reference line, and
+    95% intervals clipped to the metric's range. With one student size the x axis is the method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,33 +191,66 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
     sub = df[df["method"].isin(["sad", "token"])]
     if sub.empty or not counts:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    styles = {"alfworld": "o-", "webshop": "s--", "hotpotqa": "^:"}
-    colors = {"sad": "tab:blue", "token": "tab:orange"}
-    # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+    envs = list(dict.fromkeys(sub["env"]))
     sizes = sorted({counts[s] / 1e6 for s in sub["student"].unique() if s in counts})
-    for ax, metric in zip(axes.flat, TABLE_METRICS):
-        for (method, env), g in sub.groupby(["method", "env"]):
-            pts = sorted((counts[s], *mean_ci(gg[metric].astype(float).tolist()))
-                         for s, gg in g.groupby("student") if s in counts)
-            if not pts:
-                continue
-            xs, ys, cis = zip(*pts)
-            ax.errorbar([x / 1e6 for x in xs], ys, yerr=[0 if math.isnan(c) else c for c in cis],
-                        fmt=styles.get(env, "o-"), color=colors.get(method), label=f"{method} · {env}", capsize=3)
-        ax.set_xscale("log")
-        ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("student parameters")
-        ax.set_title({"tsr": "Task success rate (%)", "arl": "Avg. reasoning length (words)",
-                      "cot_match": "CoT match rate (%)", "latency_steps": "Latency (steps/episode)"}[metric])
-        if metric in ("tsr", "cot_match"):  # percentages: the full scale, so an all-zero TSR reads as 0 of 100
-            ax.set_ylim(-5, 105)
-        ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle("SAD vs token-level distillation by student size (cf. paper Fig. 2)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    one_size = len(sizes) == 1
+    fig, axes = plt.subplots(len(TABLE_METRICS), len(envs), figsize=(3.3 * len(envs) + 0.6, 2.4 * len(TABLE_METRICS)),
+                             squeeze=False, sharex=True)
+    teacher = df[df["method"] == "teacher"]
+    for r, metric in enumerate(TABLE_METRICS):
+        for c, env in enumerate(envs):
+            ax = axes[r][c]
+            for k, method in enumerate(("sad", "token")):
+                g = sub[(sub["method"] == method) & (sub["env"] == env)]
+                pts = sorted((counts[s] / 1e6, *mean_ci(gg[metric].astype(float).tolist()))
+                             for s, gg in g.groupby("student") if s in counts)
+                if not pts:
+                    continue
+                xs, ys, cis = zip(*pts)
+                color, marker, offset = METHOD_STYLE[method]
+                xs = [k] * len(xs) if one_size else [x * offset for x in xs]
+                ax.errorbar(xs, ys, yerr=_clipped_yerr(ys, cis, metric), fmt=marker + ("" if one_size else "-"),
+                            color=color, label=method, capsize=3, markersize=5)
+            t = teacher[teacher["env"] == env]
+            if not t.empty and metric in t:
+                ax.axhline(float(t[metric].astype(float).mean()), color="0.35", ls="--", lw=1, label="teacher")
+            lo, hi = METRIC_RANGE.get(metric, (-math.inf, math.inf))
+            if hi == 100.0:  # percentages: the full scale, so an all-zero TSR reads as 0 of 100
+                ax.set_ylim(-3, 103)
+            else:
+                ax.set_ylim(bottom=lo - 0.03 * max(1.0, ax.get_ylim()[1]))
+            if one_size:
+                ax.set_xticks([0, 1], ["sad", "token"])
+                ax.set_xlim(-0.6, 1.6)
+            else:
+                ax.set_xscale("log")
+                # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+                ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if r == 0:
+                ax.set_title(env)
+            if c == 0:
+                ax.set_ylabel(METRIC_TITLES[metric])
+            if r == len(TABLE_METRICS) - 1:
+                ax.set_xlabel(f"method (student {sizes[0]:.1f}M)" if one_size else "student parameters")
+            ax.grid(alpha=0.3)
+    handles, labels = {}, {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle("SAD vs token-level distillation by student size (cf. paper Fig. 2); mean ± 95% CI over seeds",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    return fig
+
+
+def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    fig = figure2_figure(df, counts)
+    if fig is None:
+        return None
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -391,9 +441,9 @@ def print_report(root: Path) -> None:
         for env in dict.fromkeys(c.split(" ")[0] for c in df.columns):
             cols = [c for c in df.columns if c.startswith(env + " ")]
             t = Table(title=f"{title} — {env}")
-            t.add_column("", style="bold", no_wrap=True)
-            for c in cols:
-                t.add_column(c.split(" ", 1)[1], justify="right")
+            t.add_column("", style="bold", overflow="fold")
+            for c in cols:  # narrow terminals wrap a cell ("311.2 ±" / "12.3"), never cut it ("311…")
+                t.add_column(c.split(" ", 1)[1], justify="right", overflow="fold")
             for idx, row in df[cols].iterrows():
                 t.add_row(str(idx), *map(str, row.tolist()))
             console.print(t)
