@@ -171,7 +171,7 @@ def status(root: Path | None = None) -> list[DatasetStatus]:
     for split, unit in (("train", "questions"), ("dev", "distractor questions")):
         rows.append(DatasetStatus("hotpotqa", split, unit, counts.get(split, 0), split in counts))
     if counts.get("other"):
-        rows.append(DatasetStatus("hotpotqa", "other", "records (fullwiki: paragraphs only)", counts["other"], True))
+        rows.append(DatasetStatus("hotpotqa", "other", "fullwiki records", counts["other"], True))
     rows.append(DatasetStatus("hotpotqa", "wikipedia", "paragraph titles", len(titles), hp.is_file()))
     react = root / "react"
     n_react = len(list(react.glob("*.json"))) if react.is_dir() else 0
