@@ -133,3 +133,18 @@ def test_import_agentgym_and_eto_as_teacher_data(tmp_path, smol_tokenizer):
     r = run("import", str(bad), "--out", str(tmp_path / "x.jsonl"))
     assert r.returncode == 2 and "no usable conversations" in r.stderr and "no REASON span" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_export_trains_with_trl_sft_trainer_as_is(mixed_runs, tmp_path, tiny_checkpoint):
+    """The exported file goes into TRL's SFTTrainer unchanged (two optimizer steps of a tiny model)."""
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    out = tmp_path / "sft.jsonl"
+    assert run("export", *map(str, mixed_runs), "--out", str(out)).returncode == 0
+    ds = datasets.load_dataset("json", data_files=str(out), split="train")
+    args = trl.SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=2,
+                         max_length=256, report_to=[], save_strategy="no", logging_steps=1, use_cpu=True,
+                         dataloader_num_workers=0, disable_tqdm=True)
+    trainer = trl.SFTTrainer(model=str(tiny_checkpoint), args=args, train_dataset=ds)
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
