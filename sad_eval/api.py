@@ -23,10 +23,6 @@ from typing import Any, Sequence
 from sad_eval.errors import SadEvalError
 from sad_eval.trajectory import Episode
 
-# batch for scripted experts: they gain nothing from lockstep and a batch of 8 would charge each
-# episode the whole batch's turn time in s/ep (measured 48.5 s/ep reported vs 6.5 s real, ALFWorld)
-SCRIPTED_BATCH, MODEL_BATCH = 1, 8
-
 
 @dataclass
 class EvalResult:
@@ -110,7 +106,7 @@ def _run(kind: str, agent: Any, env: str, split: str | None, n: int | None, *, t
          server_url: str | None = None, base_url: str | None = None, api: str = "chat",
          tokenizer: str | None = None, samples: int = 1, progress: bool = False) -> EvalResult:
     from sad_eval.agents.hf import DecodingConfig
-    from sad_eval.agents.registry import SCRIPTED, AgentSpec
+    from sad_eval.agents.registry import MODEL_BATCH, SCRIPTED, AgentSpec, default_batch
     from sad_eval.envs import DEFAULT_SPLITS, env_id
     from sad_eval.run import RunConfig, execute_run, parse_shard
     from sad_eval.trajectory import load_trajectories
@@ -121,7 +117,7 @@ def _run(kind: str, agent: Any, env: str, split: str | None, n: int | None, *, t
     if name.startswith("openai:") and policy is None and not base_url:
         raise SadEvalError("--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     if batch is None:
-        batch = SCRIPTED_BATCH if name in SCRIPTED and policy is None else MODEL_BATCH
+        batch = default_batch(name) if policy is None else MODEL_BATCH
     if batch < 1 or workers < 1 or samples < 1:
         raise SadEvalError("--batch, --workers and --samples must be >= 1")
     env_kwargs: dict[str, Any] = {}
