@@ -346,9 +346,10 @@ def _one_line_warnings(debug: bool) -> None:
         return
     plain = warnings.formatwarning
 
+    ours = str(Path(__file__).parent)
+
     def fmt(message, category, filename, lineno, line=None):
-        if issubclass(category, UserWarning) and filename.startswith(str(Path(__file__).parent)) or \
-                category.__name__ == "TrajectoryWarning":
+        if category.__name__ == "TrajectoryWarning" or (issubclass(category, UserWarning) and filename.startswith(ours)):
             return f"warning: {message}\n"
         return plain(message, category, filename, lineno, line)
 
