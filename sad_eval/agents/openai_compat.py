@@ -301,9 +301,8 @@ class OpenAIPolicy:
         return n if isinstance(n, int) and n > 0 else None
 
     def _server_stops_at_action(self) -> bool:
-        """Whether to send ``stop_at_action``: as configured, else whether the server is `sad-eval serve`."""
-        if self.stop_at_action is not None:
-            return self.stop_at_action
+        """Whether to send ``stop_at_action``: as configured, else whether the server is `sad-eval serve`.
+        (The probe runs either way: it also checks the model id and learns the context length.)"""
         self.probe()
         return bool(self.stop_at_action)
 
