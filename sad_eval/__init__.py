@@ -11,7 +11,11 @@ __all__ = ["evaluate", "collect", "distill", "EvalResult", "DistillResult", "__v
 
 
 def __getattr__(name: str):
-    if name in ("evaluate", "collect", "distill", "EvalResult", "DistillResult"):
+    if name == "distill":  # the subpackage, which is callable: `sad_eval.distill(...)` is `api.distill`
+        import importlib
+
+        return importlib.import_module("sad_eval.distill")
+    if name in ("evaluate", "collect", "EvalResult", "DistillResult"):
         from sad_eval import api
 
         return getattr(api, name)

@@ -67,6 +67,8 @@ def test_collect_and_unknown_options(data_root, tmp_path):
 
 
 def test_distill_through_the_api(tiny_checkpoint, sample_path, tmp_path):
+    import sad_eval.distill.trainer  # noqa: F401  (binds `sad_eval.distill` to the subpackage: still callable)
+
     res = sad_eval.distill(sample_path, str(tiny_checkpoint), tmp_path / "student", max_steps=2, batch_size=2,
                            eval_every=0, seq_len=256, threads=1)
     assert res.path == tmp_path / "student" and (res.path / "config.json").is_file()
