@@ -12,18 +12,24 @@ setup: $(STAMP)
 # torch==2.13.0 goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
 # The ALFWorld engine: textworld 1.7.0 (its [pddl] extra compiles fast-downward, ~4 min cold),
 # alfworld 0.3.5 without its deps (they would pull ai2thor/opencv). Its text env needs nothing
-# beyond textworld's own deps (tqdm, termcolor, numpy); the last line checks the engine imports.
+# beyond textworld's own deps (tqdm, termcolor, numpy); the last step checks the engine imports.
 # fast-downward's build script calls a bare `python`: the venv's bin goes first on PATH so that is
 # the venv's interpreter (pyenv's shim, inside pip's build env, loses the standard library).
+# Each step prints one line; pip's and the compilers' output goes to $(SETUP_LOG) (shown on failure).
+SETUP_LOG := setup.log
+STEP      := scripts/quiet-step $(SETUP_LOG)
 $(STAMP): pyproject.toml
-	python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pip install -q 'textworld[pddl]==1.7.0'
-	$(PY) -m pip install -q --no-deps alfworld==0.3.5
-	$(PY) -c 'from sad_eval.envs.alfworld import engine; engine()'
-	touch $(STAMP)
+	@: > $(SETUP_LOG)
+	@$(STEP) "create .venv" python3 -m venv .venv
+	@$(STEP) "upgrade pip" $(PY) -m pip install --upgrade pip
+	@$(STEP) "install torch 2.13.0 (CPU)" $(PY) -m pip install torch==2.13.0
+	@$(STEP) "install sad-eval and its dev extras" $(PY) -m pip install -e '.[dev]'
+	@$(STEP) "install the ALFWorld engine (textworld[pddl], builds fast-downward)" \
+		env PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pip install 'textworld[pddl]==1.7.0'
+	@$(STEP) "install alfworld 0.3.5 (no deps)" $(PY) -m pip install --no-deps alfworld==0.3.5
+	@$(STEP) "check the ALFWorld engine imports" $(PY) -c 'from sad_eval.envs.alfworld import engine; engine()'
+	@$(PY) -c 'import sys, torch, transformers, sad_eval; print(f"setup done: python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, sad-eval {sad_eval.__version__}; full log: $(SETUP_LOG)")'
+	@touch $(STAMP)
 
 demo: setup
 	$(SADEVAL) data status

@@ -34,6 +34,29 @@ app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _show_flags_as_flags() -> None:
+    """typer >= 0.2x prints a flag's type (`--overwrite <bool>`), which reads as if it took a value;
+    show flags bare, as click and argparse do."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # an older typer: it already shows flags bare
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_sad_eval", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._sad_eval = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_show_flags_as_flags()
+
 # Modules that add their area's commands: each has `register(app)`.
 COMMAND_MODULES: list[str] = ["sad_eval.harness_cli", "sad_eval.serve_cli", "sad_eval.distill.cli",
                               "sad_eval.experiment_cli"]
@@ -53,13 +76,19 @@ def _plain(message: str) -> None:
 def root(ctx: typer.Context,
          agent: Optional[str] = typer.Option(None, "--agent", help="Bare form: evaluate this agent (see `eval`)."),
          env: Optional[str] = typer.Option(None, "--env", help="Bare form: on this env, with `eval`'s defaults."),
-         debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
+         debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (anywhere on the line)."),
+         version: bool = typer.Option(False, "--version", is_eager=True, help="Print the version and exit.")):
     """Evaluate ReAct agents, collect teacher trajectories, distill students, report TSR/ARL/CoT/latency.
 
-    `sad-eval --agent CKPT --env webshop` is `sad-eval eval` with its defaults.
+    `sad-eval --agent CKPT --env webshop [eval's options]` is `sad-eval eval`.
     Run `sad-eval COMMAND --help` for a command's options.
     """
-    STATE["debug"] = debug
+    STATE["debug"] = debug or STATE["debug"]
+    if version:
+        from sad_eval import __version__
+
+        console.print(f"sad-eval {__version__}")
+        raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         if agent or env:
             raise SadEvalError("--agent/--env before a command are for the bare form; put them after the command")
@@ -239,7 +268,9 @@ def metrics_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (one row each), or one experiment run directory."),
+    runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files, or one experiment run directory. Rows are "
+                                      "named by the agent in each file (files of one agent on other envs share its "
+                                      "row; two of one agent on one env are told apart by their paths)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher trajectories, for CoT match."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
@@ -263,7 +294,10 @@ def report_cmd(
     from sad_eval.trajectory import load_trajectories
 
     teach = load_trajectories([teacher], strict=strict) if teacher else None
-    df = tables.metrics_frame(tables.load_runs(runs, strict), teach)
+    labelled, sources = tables.load_labelled_runs(runs, strict)
+    df = tables.metrics_frame(labelled, teach)
+    for label, files in sources.items():  # say how rows are named (stderr: the table itself stays clean)
+        err_console.print(f"row {label}: " + ", ".join(map(str, files)), highlight=False, markup=False, soft_wrap=True)
     if out:
         text = tables.render(df, "md" if fmt == "table" else fmt)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -304,9 +338,45 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(redact_url(message))}", highlight=False, soft_wrap=True)
 
 
+def _command_names() -> set[str]:
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return names | {g.name for g in app.registered_groups if g.name}
+
+
+def normalize_argv(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` anywhere (taken out, so no command rejects it), and the bare form
+    ``sad-eval --agent A --env E [eval options]`` spelled as ``sad-eval eval --agent A --env E ...``."""
+    head, sep, tail = (argv[:argv.index("--")], ["--"], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [], [])
+    debug = "--debug" in head
+    head = [a for a in head if a != "--debug"]
+    flags = {a.split("=", 1)[0] for a in head}
+    if (head and head[0].split("=", 1)[0] in ("--agent", "--env") and {"--agent", "--env"} <= flags
+            and not (_command_names() & set(head))):
+        head = ["eval", *head]
+    return head + sep + tail, debug
+
+
+def _one_line_warnings(debug: bool) -> None:
+    """Our own warnings (a skipped corrupt line, distill's data notes) as one clean ``warning:`` line,
+    not Python's ``file.py:123: UserWarning`` with a source line; ``--debug`` keeps Python's form."""
+    if debug:
+        return
+    plain = warnings.formatwarning
+
+    ours = str(Path(__file__).parent)
+
+    def fmt(message, category, filename, lineno, line=None):
+        if category.__name__ == "TrajectoryWarning" or (issubclass(category, UserWarning) and filename.startswith(ours)):
+            return f"warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    argv, debug = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    STATE["debug"] = debug
+    _one_line_warnings(debug)
     warnings.simplefilter("default" if debug else "ignore", FutureWarning)
     try:
         app(args=argv, prog_name="sad-eval", standalone_mode=False)

@@ -186,10 +186,18 @@ def status(root: Path | None = None) -> list[DatasetStatus]:
         with open(hp) as f:
             for line in f:
                 rec = json.loads(line)
-                counts[rec["split"]] = counts.get(rec["split"], 0) + 1
                 titles.update(t for t, _ in rec["context"])
-    for split in ("train", "dev"):
-        rows.append(DatasetStatus("hotpotqa", split, "questions", counts.get(split, 0), split in counts))
+                # counted as the env's splits are (envs/hotpotqa.py): distractor-setting questions with
+                # their gold paragraphs; the fullwiki records only add paragraphs to the shared store
+                ctx = {t for t, _ in rec["context"]}
+                if rec.get("setting", "distractor") == "distractor" and all(t in ctx for t, _ in rec["supporting_facts"]):
+                    counts[rec["split"]] = counts.get(rec["split"], 0) + 1
+                else:
+                    counts["other"] = counts.get("other", 0) + 1
+    for split, unit in (("train", "questions"), ("dev", "distractor questions")):
+        rows.append(DatasetStatus("hotpotqa", split, unit, counts.get(split, 0), split in counts))
+    if counts.get("other"):
+        rows.append(DatasetStatus("hotpotqa", "other", "fullwiki records", counts["other"], True))
     rows.append(DatasetStatus("hotpotqa", "wikipedia", "paragraph titles", len(titles), hp.is_file()))
     react = root / "react"
     n_react = len(list(react.glob("*.json"))) if react.is_dir() else 0

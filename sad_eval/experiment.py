@@ -411,6 +411,8 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
 
 
 def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
+    from sad_eval.agents.registry import default_batch
+
     c = cfg.collect
     workers, samples = int(c.get("workers", 1)), int(c.get("samples", 1))
     for part, split, n, steps in (("train", plan.train_split, plan.train_tasks, None),
@@ -431,7 +433,7 @@ def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Sta
                + (f" --exemplars {shots}" if shots else "") + (f" --teacher-topk {topk}" if topk else ""))
         stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
                    lambda out=out, split=split, n=n, steps=steps, s=settings, topk=topk: _rollout(
-                       plan.teacher, plan, split, n, out, 0, int(c.get("batch", 8)), workers, s["samples"],
+                       plan.teacher, plan, split, n, out, 0, int(c.get("batch", default_batch(plan.teacher))), workers, s["samples"],
                        {}, steps, "collect", progress, exemplars=shots or None, teacher_topk=topk), cmd)
 
 

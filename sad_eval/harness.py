@@ -15,6 +15,10 @@ from sad_eval.envs.base import EnvError
 from sad_eval.trajectory import Episode, Step
 
 
+class TurnError(EnvError):
+    """The policy could not produce a turn for this episode (`Turn.error`): it ends errored, the run goes on."""
+
+
 def start_episode(env, env_name: str, task_id: str, sample: int = 0, seed: int | None = None) -> EpisodeState:
     # the sample index lets an env give each job its own deterministic state (WebShop's session id)
     obs, info = env.reset(seed=seed, options={"task_id": task_id, "sample": sample})
@@ -24,11 +28,13 @@ def start_episode(env, env_name: str, task_id: str, sample: int = 0, seed: int |
 
 def apply_turn(env, state: EpisodeState, turn: Turn, latency_s: float) -> tuple[bool, dict[str, Any]]:
     """Step the env with a turn's action; append the step to the state. Returns (done, info)."""
+    if turn.error:
+        raise TurnError(turn.error)
     t0 = time.perf_counter()
     obs, reward, terminated, truncated, info = env.step(turn.action)
     step = Step(reasoning=turn.reasoning, action=turn.action, observation=obs, reward=float(reward),
                 latency_s=latency_s + (time.perf_counter() - t0), invalid=turn.invalid, tokens=turn.tokens,
-                context_tokens=turn.context_tokens, obs_visible=turn.obs_visible)
+                context_tokens=turn.context_tokens, obs_visible=turn.obs_visible, raw=turn.raw)
     state.steps.append(step)
     state.observation, state.info = obs, info
     return bool(terminated or truncated), info

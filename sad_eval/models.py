@@ -9,6 +9,7 @@ the cache. ``resolve_model`` turns a name or path into a checkpoint directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -103,10 +104,42 @@ def pull_smollm2(dest: Path | None = None, source: Path | None = None, log=print
         shutil.rmtree(tmp_dest, ignore_errors=True)
         model.save_pretrained(tmp_dest, safe_serialization=True)
         tok.save_pretrained(tmp_dest)
+        make_portable(tmp_dest)
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp_dest, dest)
     log(f"saved {SMOLLM2} into {dest}")
     return dest
+
+
+def make_portable(folder: Path) -> None:
+    """Make a checkpoint saved by transformers 5 load in the 4.x versions pyproject declares too.
+
+    transformers 5 writes ``tokenizer_class: TokenizersBackend`` (a class 4.x does not have: loading
+    fails) and moves ``rope_theta`` into ``rope_parameters`` (4.x then silently uses its default
+    10,000 where SmolLM2 has 100,000). The fast tokenizer is the same object in both under the name
+    ``PreTrainedTokenizerFast``, and the top-level ``rope_theta`` / ``torch_dtype`` that 4.x reads are
+    still read by 5.x. Measured: such a folder loads and generates the same greedy text in 4.57.1 and 5.24."""
+    folder = Path(folder)
+    tc = folder / "tokenizer_config.json"
+    if tc.is_file():
+        d = json.loads(tc.read_text())
+        if d.get("tokenizer_class") == "TokenizersBackend":
+            d["tokenizer_class"] = "PreTrainedTokenizerFast"
+        for k in ("is_local", "local_files_only"):  # load-time state, not settings
+            d.pop(k, None)
+        tc.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    cf = folder / "config.json"
+    if cf.is_file():
+        d = json.loads(cf.read_text())
+        rope = d.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in d:
+            d["rope_theta"] = rope["rope_theta"]
+            extra = {k: v for k, v in rope.items() if k != "rope_theta"}
+            if extra.get("rope_type", "default") != "default":
+                d.setdefault("rope_scaling", extra)
+        if "dtype" in d and "torch_dtype" not in d:
+            d["torch_dtype"] = d["dtype"]
+        cf.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_model(name_or_path: str) -> Path:

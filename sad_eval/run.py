@@ -49,6 +49,7 @@ class RunConfig:
     kind: str = "eval"  # or "collect"
     subset: str = "stratified"  # how `limit` tasks are chosen (harness.select_tasks)
     subset_seed: int = 0
+    policy: Any = None  # a ready Policy object (the Python API's own-policy case); else built from `spec`
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -134,9 +135,11 @@ def identity(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_resume(cfg: RunConfig, manifest: dict[str, Any]) -> None:
-    """Refuse to append to a file written with other settings, naming each that differs."""
+    """Refuse to append to a file written with other settings, naming each that differs. A file with
+    no episodes yet (a run that failed before its first one) holds nothing to mix with: its manifest
+    is simply replaced."""
     path = manifest_path(cfg.out)
-    if not path.is_file():
+    if not path.is_file() or not recorded_keys(cfg.out):
         return
     old = read_json_state(path, "run manifest")
     if not isinstance(old, dict):
@@ -170,12 +173,38 @@ def resolve_tasks(env_name: str, split: str, env_kwargs: dict, wanted: list[str]
     return ids
 
 
+@dataclass
+class RunOutcome:
+    jobs: list[tuple[str, int]]  # every (task_id, sample) of the run, recorded before or now
+    new: list[Episode]  # the episodes this invocation recorded
+    manifest: dict[str, Any]
+
+
 def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
             progress: bool = True) -> list[Episode]:
     """Run (or resume) and return the episodes recorded by this invocation.
 
     On resume, episodes recorded as errored (an env or server failure, not a task failure) are
     dropped from the file and run again unless ``cfg.retry_errors`` is off."""
+    return execute_run(cfg, on_episode, progress).new
+
+
+def _quiet_transformers() -> None:
+    """transformers' own "Loading weights" bars would interleave with our progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _policy_manifest(policy: Any) -> dict[str, Any]:
+    """What a built policy adds to the manifest: e.g. the model id an endpoint actually serves."""
+    extra = getattr(policy, "manifest_extra", None)
+    return dict(extra()) if callable(extra) else {}
+
+
+def execute_run(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
+                progress: bool = True) -> RunOutcome:
+    """`execute`, also returning the run's job list and manifest."""
     out = Path(cfg.out)
     # one writer per output file for the whole run: a second one would duplicate episodes
     lock = FileLock(out, "sad-eval run").acquire()
@@ -186,7 +215,7 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
 
 
 def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], None] | None,
-                    progress: bool) -> list[Episode]:
+                    progress: bool) -> RunOutcome:
     from sad_eval.agents.registry import make_policy
     from sad_eval.envs import make_env
     from sad_eval.harness import plan_jobs, rollout, rollout_parallel
@@ -236,7 +265,14 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
             if cfg.workers > 1 and cfg.spec.kind == "scripted":
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
-                policy = make_policy(cfg.spec)
+                if cfg.spec.kind == "hf":
+                    _quiet_transformers()
+                policy = cfg.policy if cfg.policy is not None else make_policy(cfg.spec)
+                extra = _policy_manifest(policy)
+                if extra:  # (what the endpoint reported is not part of the resume identity)
+                    manifest["agent_config"].update({f"served_{k}" if k in AGENT_IDENTITY else k: v
+                                                     for k, v in extra.items()})
+                    write_json_atomic(manifest_path(out), manifest)
                 if topk:
                     from sad_eval.topk_collect import TopKRecorder
 
@@ -248,7 +284,22 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
         from sad_eval.topk_collect import merge
 
         merge(out, topk)  # also after a resume that found nothing left to do
-    return new
+    return RunOutcome(jobs=jobs, new=new, manifest=manifest)
+
+
+def progress_columns(width: int, description_len: int) -> list:
+    """Progress columns that fit ``width``: counts, live TSR, rate and ETA always; the bar and the
+    full description only when there is room (at 80 columns rich would cut "TSR 0.… 8.5 ep/…")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    stats = [MofNCompleteColumn(), TextColumn("TSR {task.fields[tsr]}"), TextColumn("{task.fields[rate]} ep/min"),
+             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[err]}")]
+    fixed = 11 + 10 + 13 + 7 + 3 + 7 + len(stats) + 2  # widest "1000/1000", "TSR 100.0%", "12.3 ep/min", times, gaps
+    room = width - fixed
+    desc = TextColumn("{task.description}")
+    if room >= description_len + 12:
+        return [desc, BarColumn(bar_width=min(30, room - description_len - 1)), *stats]
+    return [desc, *stats]
 
 
 def _warn_blind_turns(episodes: list[Episode]) -> None:
@@ -262,18 +313,23 @@ def _warn_blind_turns(episodes: list[Episode]) -> None:
 
 
 class _Progress:
-    """A rich progress bar with live TSR and episodes/min (silent when disabled)."""
+    """A rich progress bar with live TSR, episodes/min and ETA (silent when disabled); it fits the
+    terminal instead of being cut."""
 
-    def __init__(self, total: int, completed: int, description: str, enabled: bool = True):
+    def __init__(self, total: int, completed: int, description: str, enabled: bool = True, console=None):
         self.enabled, self.total, self.completed = enabled, total, completed
         self.successes = self.finished = self.errored = 0
         self.t0 = time.perf_counter()
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.console import Console
+            from rich.progress import Progress
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("TSR {task.fields[tsr]}"), TextColumn("{task.fields[rate]} ep/min"),
-                                     TextColumn("{task.fields[err]}"), TimeElapsedColumn(), transient=False)
+            console = console or Console(stderr=True)
+            width = console.width
+            room = width - 55
+            if len(description) > room:  # keep the end: agent and env/split matter most
+                description = "…" + description[-max(8, room - 1):]
+            self.progress = Progress(*progress_columns(width, len(description)), console=console, transient=False)
             self.task = self.progress.add_task(description, total=total, completed=completed,
                                                tsr="–", rate="–", err="")
 
@@ -296,4 +352,4 @@ class _Progress:
             ok = self.finished - self.errored
             rate = 60.0 * self.finished / max(1e-9, time.perf_counter() - self.t0)
             self.progress.update(self.task, advance=1, tsr=f"{100.0 * self.successes / ok:.1f}%" if ok else "–",
-                                 rate=f"{rate:.1f}", err=f"[red]{self.errored} errored[/]" if self.errored else "")
+                                 rate=f"{rate:.1f}", err=f"[red]{self.errored} err[/]" if self.errored else "")

@@ -33,6 +33,7 @@ class Step:
     tokens: int | None = None  # generated tokens for this turn (model agents)
     context_tokens: int | None = None  # tokens of the context the model saw for this turn (model agents)
     obs_visible: bool | None = None  # the latest observation was in that context (model agents)
+    raw: str = ""  # the text the model generated this turn, before parsing (empty: scripted / older files)
 
 
 @dataclass
@@ -78,6 +79,10 @@ class Episode:
         kwargs.setdefault("agent", "")
         steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in d["steps"]]
         return cls(steps=steps, **kwargs)
+
+
+class TrajectoryWarning(UserWarning):
+    """A line of a trajectory file was skipped (the CLI prints it as one ``warning:`` line)."""
 
 
 class TrajectoryWriter:
@@ -150,10 +155,11 @@ def _records(path: str | Path, strict: bool = False) -> Iterator[tuple[int, byte
                     warnings.warn(f"{path}:{n}: invalid UTF-8 replaced by U+FFFD", stacklevel=3)
                 yield n, raw, Episode.from_dict(json.loads(line))
             except (ValueError, TypeError) as e:
-                msg = f"{path}:{n}: skipped a corrupt or truncated episode line ({e})"
                 if strict:
-                    raise SadEvalError(msg) from e
-                warnings.warn(msg, stacklevel=3)
+                    raise SadEvalError(f"{path}:{n}: refused a corrupt or truncated episode line ({e}) "
+                                       "(--strict)") from e
+                warnings.warn(TrajectoryWarning(f"{path}:{n}: skipped a corrupt or truncated episode line ({e})"),
+                              stacklevel=3)
                 yield n, raw, None
 
 

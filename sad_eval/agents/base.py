@@ -43,6 +43,7 @@ class Turn:
     # vocabulary) and, per token, the teacher's top-N (token id, log-prob at temperature 1)
     token_ids: list[int] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    error: str | None = None  # this episode cannot go on (e.g. an endpoint refused its request): record it errored
 
 
 @runtime_checkable

@@ -12,6 +12,20 @@ complete ``Action:``/``Answer:`` line, with the rule local generation uses. A se
 understands the non-standard ``"stop_at_action": true`` field (`sad-eval serve model`) stops
 there itself; it is sent when asked, or detected from ``/v1/models`` (``owned_by: sad-eval``).
 
+Context: the conversation is fitted to the endpoint's context the way the local HF policy fits it
+(`build_context`: the oldest observations are elided first), with ``max_context`` from the caller
+(``--max-context``) or from the server (``max_model_len`` in ``/v1/models`` as vLLM and `sad-eval
+serve model` give it, llama.cpp's ``/props`` ``n_ctx``). Tokens are counted with the model's tokenizer
+when it is known (``tokenizer=``, or the served checkpoint's ``root`` folder when it is on this
+machine), else estimated on the safe side (`EstimatedTokens`). A request the server still refuses
+as too long is retried with one more observation elided.
+
+Errors: a request the server refuses for this conversation (a 4xx other than auth / unknown model,
+or an answer without choices) ends that episode as errored (`Turn.error`) and the run goes on; an
+unreachable endpoint, a refused key or an unknown model stops the run. ``/v1/models`` is checked
+once: the model id must be one the endpoint serves (a single-model server such as llama.cpp answers
+to any name; then the id it really serves is recorded in the manifest as ``served_model``).
+
 The API key is read from the environment variable named by ``api_key_env`` and sent as
 ``Authorization: Bearer``; it is never stored in a plain attribute, printed, or put in an error.
 """
@@ -28,7 +42,7 @@ from urllib.parse import urlsplit
 
 from sad_eval.agents.base import EpisodeState, Turn
 from sad_eval.agents.hf import DecodingConfig, _stop_index
-from sad_eval.agents.prompts import build_messages, render
+from sad_eval.agents.prompts import ELIDED, build_context, build_messages, render
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
 
@@ -46,6 +60,30 @@ class EndpointError(SadEvalError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+# HTTP statuses that say the whole run is misconfigured (not this conversation's fault)
+RUN_FATAL_STATUS = frozenset({401, 403, 404})
+# how vLLM, llama.cpp, OpenAI and `sad-eval serve model` word a prompt that does not fit
+_OVERFLOW_WORDS = ("context length", "context_length", "maximum context", "context size", "context window",
+                   "too long", "n_ctx", "prompt is too")
+
+
+def _is_overflow(err: "EndpointError") -> bool:
+    text = str(err).lower()
+    return err.status in (400, 413, 422) and any(w in text for w in _OVERFLOW_WORDS)
+
+
+class EstimatedTokens:
+    """A stand-in tokenizer for counting only, when the endpoint's tokenizer is unknown: about one
+    token per 3 characters plus a few per line (chat-template tokens around each message), above
+    what BPE tokenizers give for English ReAct text (SmolLM2: ~4.2 characters per token)."""
+
+    chat_template = None
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        n = -(-len(text) // 3) + 4 * text.count("\n")
+        return {"input_ids": [0] * n}
 
 
 class _Secret:
@@ -86,7 +124,7 @@ class OpenAIPolicy:
                  api_key_env: str = "OPENAI_API_KEY", timeout: float = 60, retries: int = 4,
                  concurrency: int = 8, exemplars: Sequence[str] = (), backoff: float = 1.0,
                  max_backoff: float = 30.0, stop_at_action: bool | None = None, name: str | None = None,
-                 top_logprobs: int = 0, tokenizer: Any = None):
+                 top_logprobs: int = 0, max_context: int | None = None, tokenizer: Any = None, chat: bool = True):
         import requests
 
         if api not in ("chat", "completions"):
@@ -117,6 +155,14 @@ class OpenAIPolicy:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._probe_lock = threading.Lock()
+        self.chat = chat  # count with the tokenizer's chat template (api="chat"; the server applies it)
+        self.max_context = int(max_context) if max_context else None
+        self.context_source = "--max-context" if max_context else None
+        self.tokenizer = _load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+        self.tokenizer_source = str(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else (
+            type(tokenizer).__name__ if tokenizer is not None else None)
+        self.served_model: str | None = None
+        self._probed = False
 
     def __repr__(self) -> str:
         return f"OpenAIPolicy(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
@@ -125,7 +171,14 @@ class OpenAIPolicy:
         """What a run manifest may record (the key's variable name, never its value)."""
         return {"agent": self.name, "backend": "openai", "model": self.model, "base_url": self.base_url,
                 "api": self.api, "decoding": self.decoding.as_dict(), "api_key_env": self.api_key_env,
-                "stop_at_action": self.stop_at_action}
+                "stop_at_action": self.stop_at_action, **self.manifest_extra()}
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """What the run manifest records beyond the spec: the id the endpoint serves, the context fitted to."""
+        self.probe()
+        return {"served_model": self.served_model, "max_context": self.max_context,
+                "max_context_from": self.context_source,
+                "tokens_counted_with": self.tokenizer_source or ("estimate" if self.max_context else None)}
 
     def close(self) -> None:
         self._session.close()
@@ -193,29 +246,92 @@ class OpenAIPolicy:
         base = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
         return base * (0.75 + 0.5 * random.random())  # jitter: concurrent rows do not retry in lockstep
 
-    def _server_stops_at_action(self) -> bool:
-        """Whether to send ``stop_at_action``: as configured, else whether the server is `sad-eval serve`."""
-        if self.stop_at_action is not None:
-            return self.stop_at_action
+    def probe(self) -> None:
+        """Ask ``/v1/models`` once: is the model served (and under which id), its context length, its
+        tokenizer (a local ``root``), whether it is `sad-eval serve` (``stop_at_action``)."""
+        if self._probed:
+            return
         with self._probe_lock:
+            if self._probed:
+                return
+            try:
+                data = self._request("GET", "/models", retries=0)
+            except EndpointError as e:
+                if e.status is None:
+                    return  # unreachable: not cached; the real request retries and reports it
+                data = {}  # a server without /v1/models (or refusing it): nothing to learn
+            models = [m for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")]
+            ids = [str(m["id"]) for m in models]
+            entry = next((m for m in models if m["id"] == self.model), None)
+            if entry is None and len(models) == 1:
+                entry = models[0]  # llama.cpp-style: one model, answers to any name
+                _note(f"note: {self.base_url} serves {entry['id']!r}, not {self.model!r}; "
+                      f"recorded as served_model in the manifest")
+            elif entry is None and models:
+                raise SadEvalError(f"{self.base_url} does not serve model {self.model!r}; it serves "
+                                   + ", ".join(map(repr, ids[:10])))
+            if entry is not None:
+                self.served_model = str(entry["id"])
+                if self.stop_at_action is None:
+                    self.stop_at_action = entry.get("owned_by") == "sad-eval" and entry["id"] == self.model
+                if self.max_context is None:
+                    ctx = entry.get("max_model_len") or self._props_context()
+                    if not ctx and isinstance(entry.get("meta"), dict):
+                        ctx = entry["meta"].get("n_ctx_train")
+                    if isinstance(ctx, int) and ctx > 0:
+                        self.max_context, self.context_source = ctx, "server"
+                root = entry.get("root")
+                if self.tokenizer is None and isinstance(root, str) and _has_tokenizer(root):
+                    try:
+                        self.tokenizer, self.tokenizer_source = _load_tokenizer(root), root
+                    except Exception:  # an unreadable folder: keep the estimate
+                        pass
             if self.stop_at_action is None:
-                try:
-                    data = self._request("GET", "/models", retries=0)
-                except EndpointError as e:
-                    if e.status is None:
-                        return False  # unreachable: not cached; the real request retries and reports it
-                    data = {}  # a server without /v1/models (or refusing it) is not sad-eval's
-                models = data.get("data") or []
-                self.stop_at_action = any(isinstance(m, dict) and m.get("id") == self.model
-                                          and m.get("owned_by") == "sad-eval" for m in models)
-            return self.stop_at_action
+                self.stop_at_action = False
+            self._probed = True
+
+    def _props_context(self) -> int | None:
+        """llama.cpp's server reports its context (``-c``) at ``/props``, beside ``/v1``."""
+        root = self.base_url[:-len("/v1")] if self.base_url.endswith("/v1") else None
+        if not root:
+            return None
+        try:
+            r = self._session.get(root + "/props", headers=self._headers(), timeout=min(self.timeout, 10))
+            data = r.json() if r.status_code == 200 else {}
+        except Exception:
+            return None
+        gen = data.get("default_generation_settings") if isinstance(data, dict) else None
+        n = (gen or {}).get("n_ctx") if isinstance(gen, dict) else None
+        n = n or (data.get("n_ctx") if isinstance(data, dict) else None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    def _server_stops_at_action(self) -> bool:
+        """Whether to send ``stop_at_action``: as configured, else whether the server is `sad-eval serve`.
+        (The probe runs either way: it also checks the model id and learns the context length.)"""
+        self.probe()
+        return bool(self.stop_at_action)
 
     # ------------------------------------------------------------ policy
 
-    def payload(self, state: EpisodeState) -> dict[str, Any]:
-        """The request body for one state's next turn."""
+    def messages(self, state: EpisodeState, extra_elide: int = 0) -> list[dict[str, str]]:
+        """The conversation, fitted to the context when its length is known (as `HFPolicy.fit`);
+        ``extra_elide`` > 0 after the server refused it as too long (its count exceeds ours): fit
+        to a budget 10% smaller per refusal, or elide that many more old observations (never the
+        latest) when the length is unknown."""
         shots = self.exemplars.for_task(state.task_id) if hasattr(self.exemplars, "for_task") else self.exemplars
-        msgs = build_messages(state.env, state.task, state.steps, shots)
+        if self.max_context:
+            counter = self.tokenizer if self.tokenizer is not None else EstimatedTokens()
+            chat = self.chat and self.api == "chat"
+            msgs, _ = build_context(state.env, state.task, state.steps, counter, chat=chat,
+                                    max_tokens=int(self.max_context * 0.9 ** extra_elide), exemplars=shots,
+                                    reserve=self.decoding.max_new_tokens)
+            return msgs
+        elide = min(extra_elide, max(0, len(state.steps) - 1))
+        return build_messages(state.env, state.task, state.steps, shots, elide=elide)
+
+    def payload(self, state: EpisodeState, extra_elide: int = 0) -> dict[str, Any]:
+        """The request body for one state's next turn."""
+        msgs = self.messages(state, extra_elide)
         state.memory["messages"] = msgs  # the context this turn is generated after (top-k sidecars)
         d = self.decoding
         body: dict[str, Any] = {"model": self.model, "max_tokens": d.max_new_tokens, "temperature": d.temperature,
@@ -232,16 +348,35 @@ class OpenAIPolicy:
         return body
 
     def _one(self, state: EpisodeState, server_stop: bool) -> Turn:
-        body = self.payload(state)
-        if server_stop:
-            body["stop_at_action"] = True
+        """One turn; a refusal of this conversation becomes ``Turn(error=...)`` (the episode ends errored)."""
+        try:
+            return self._turn(state, server_stop)
+        except EndpointError as e:
+            if e.status is None or e.status in RUN_FATAL_STATUS:
+                raise  # unreachable, bad key, unknown model: no episode can succeed
+            return Turn(reasoning="", action="", error=str(e))
+
+    def _turn(self, state: EpisodeState, server_stop: bool) -> Turn:
         path = "/chat/completions" if self.api == "chat" else "/completions"
-        data = self._request("POST", path, body)
+        extra = 0
+        while True:
+            body = self.payload(state, extra)
+            if server_stop:
+                body["stop_at_action"] = True
+            try:
+                data = self._request("POST", path, body)
+                break
+            except EndpointError as e:
+                # still too long for the server (our count was off): fit tighter, a few times at most
+                if _is_overflow(e) and extra < 8 and (self.max_context or _n_elided(body) < len(state.steps) - 1):
+                    extra += 1
+                    continue
+                raise
         try:
             choice = data["choices"][0]
             text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise self._fail(f"endpoint {self.base_url}{path} answered without choices") from None
+            raise self._fail(f"endpoint {self.base_url}{path} answered without choices", status=502) from None
         text = text or ""
         # after the action line (newline kept, as local generation does), else before a hallucinated observation
         cut = _stop_index(text, (), action_stop=True)
@@ -358,6 +493,35 @@ def _logprob_rows(lp: Any, api: str) -> list[tuple[bytes, float, list[tuple[byte
 
 def _name(tokenizer) -> str:
     return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+
+def _n_elided(body: dict) -> int:
+    msgs = body.get("messages")
+    if msgs is not None:
+        return sum(1 for m in msgs if m.get("role") == "user" and m.get("content") == ELIDED)
+    return body.get("prompt", "").count(ELIDED)
+
+
+def _note(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr)
+
+
+def _has_tokenizer(path: str) -> bool:
+    p = os.path.expanduser(path)
+    return os.path.isdir(p) and any(os.path.isfile(os.path.join(p, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _load_tokenizer(name: Any):
+    from sad_eval.models import load_tokenizer
+
+    try:
+        return load_tokenizer(str(name))
+    except SadEvalError:
+        raise
+    except Exception as e:
+        raise SadEvalError(f"cannot load tokenizer {name!r}: {e}") from None
 
 
 def _error_detail(r) -> str:

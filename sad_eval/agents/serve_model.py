@@ -344,7 +344,8 @@ class ModelServer:
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": self.created,
-                                            "owned_by": "sad-eval", "max_model_len": self.gen.max_context}]}
+                                            "owned_by": "sad-eval", "max_model_len": self.gen.max_context,
+                                            "root": str(self.gen.path)}]}  # as vLLM: where the weights are
 
     def _decode_args(self, body: dict, n_prompts: int):
         model = body.get("model")

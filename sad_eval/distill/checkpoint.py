@@ -127,6 +127,11 @@ def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg, d: D
         tokenizer.save_pretrained(new)
         args = {**asdict(cfg), "step": step, **(extra or {})}
         (new / ARGS_FILE).write_text(json.dumps(args, indent=2, default=str))
+        from sad_eval.models import make_portable
+
+        make_portable(new)  # loads in transformers 4.x too
+        if extra and "summary" in extra:
+            (new / "README.md").write_text(model_card(cfg, step, extra["summary"]))
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "world": d.world}
         torch.save(state, new / STATE_FILE)
         if out.is_dir():  # what lives beside the checkpoint (the loss log, ...) moves with it
@@ -170,3 +175,35 @@ def truncate_log(path: Path, step: int) -> None:
     from sad_eval.statefiles import write_text_atomic
 
     write_text_atomic(path, "".join(l + "\n" for l in keep))
+
+
+def model_card(cfg, step: int, summary: dict) -> str:
+    """A short model card: what the student was distilled from, how, and what is known of it."""
+    data = summary.get("data") or {}
+    ev = summary.get("eval") or {}
+
+    def num(x, fmt="{:.4f}"):
+        return "–" if x is None or x != x else fmt.format(x)
+
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-generation",
+        "tags: [sad-eval, react, agent-distillation]", "---", "",
+        f"# {Path(cfg.out).name}", "",
+        "A ReAct agent student distilled with sad-eval (Structured Agent Distillation).", "",
+        "| | |", "|---|---|",
+        f"| student | `{cfg.student}` ({num(summary.get('params'), '{:,}')} parameters) |",
+        f"| teacher data | {', '.join(f'`{d}`' for d in cfg.data)}: {data.get('used', '–')} of {data.get('episodes', '–')} "
+        f"episodes used ({data.get('turns', '–')} turns, {data.get('reason_tokens', '–')} REASON + "
+        f"{data.get('act_tokens', '–')} ACT target tokens) |",
+        f"| method | `{cfg.method}`, loss `{cfg.loss}`, λr {cfg.lambda_reason}, λa {cfg.lambda_act}, "
+        f"curriculum `{cfg.curriculum}` |",
+        f"| training | {step} steps, batch {cfg.batch_size} × accum {cfg.grad_accum}, lr {cfg.lr}, seq-len {cfg.seq_len}, "
+        f"seed {cfg.seed}, chat template {'on' if cfg.chat else 'off'} |",
+        f"| final train loss | {num(summary.get('loss'))} (REASON {num(summary.get('reason'))}, ACT {num(summary.get('act'))}) |",
+        f"| held-out loss | REASON {num(ev.get('reason'))}, ACT {num(ev.get('act'))} |", "",
+        "Task success is measured by evaluating it: `sad-eval eval --agent THIS_DIR --env ENV` "
+        "(the prompt format is the harness's; see `training_args.json` for every setting).", "",
+        f"`{STATE_FILE}` holds the optimizer state for `sad-eval distill --resume` "
+        f"(about twice the weights' size); leave it out when sharing the model. `{LOG_FILE}` is the loss log.", "",
+    ]
+    return "\n".join(lines)

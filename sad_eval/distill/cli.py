@@ -71,11 +71,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.markup import escape
 
-        from sad_eval.distill.trainer import TrainConfig, train
+        from sad_eval.api import distill
 
         console = Console(stderr=True)
-        cfg = TrainConfig(
-            data=[str(p) for p in data], student=student, out=str(out), method=method, loss=loss, teacher=teacher,
+        distill(
+            data, student, out, method, log=lambda m: console.print(escape(str(m)), highlight=False), loss=loss, teacher=teacher,
             teacher_topk=[str(p) for p in teacher_topk] if teacher_topk else None,
             init_from_layers=init_from_layers, init_source=init_source, max_steps=max_steps, lr=lr,
             warmup_steps=warmup_steps, weight_decay=weight_decay, batch_size=batch_size, grad_accum=grad_accum,
@@ -84,8 +84,70 @@ def register(app: typer.Typer) -> None:
             competence_steps=competence_steps, seed=seed, resume=resume, stop_at=stop_at, chat=chat, only_success=only_success,
             rules=_rules(rule), exemplars=parse_env_specs(exemplars), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
             log_every=log_every, bf16=bf16, device=device, threads=threads)
-        _validate(cfg)
-        train(cfg, log=lambda m: console.print(escape(str(m)), highlight=False))
+
+    @app.command("export")
+    def export_cmd(
+        runs: List[Path] = typer.Argument(..., help="Trajectory JSONL files (any mix of envs)."),
+        fmt: str = typer.Option("chatml", "--format", help="chatml (`messages` with roles, TRL's format) | sharegpt (`conversations`)."),
+        out: Path = typer.Option(..., "--out", help="Output JSONL, one conversation per episode."),
+        only_success: bool = typer.Option(True, "--only-success/--all-episodes", help="Skip failed episodes (as distill does)."),
+        strict: bool = typer.Option(False, "--strict", help="Refuse corrupt lines instead of skipping them."),
+    ):
+        """Write episodes as SFT conversations (through the one prompt builder: exactly what the student sees)."""
+        import json
+
+        from rich.console import Console
+
+        from sad_eval.distill.sft_formats import export_episodes
+        from sad_eval.trajectory import load_trajectories
+
+        records, stats = export_episodes(load_trajectories(runs, strict=strict), fmt, only_success)
+        if not records:
+            raise SadEvalError(f"nothing to export: {stats.summary()}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.replace(out)
+        Console(stderr=True).print(f"wrote {out}: {stats.summary()}", highlight=False, markup=False, soft_wrap=True)
+
+    @app.command("import")
+    def import_cmd(
+        file: Path = typer.Argument(..., help="AgentGym (AgentTraj) or ETO-style conversation file: JSON list or JSON lines."),
+        out: Path = typer.Option(..., "--out", help="Output trajectory JSONL (teacher data for distill)."),
+        env: Optional[str] = typer.Option(None, "--env", help="alfworld | webshop | hotpotqa (default: from each item_id's prefix)."),
+        fmt: str = typer.Option("agentgym", "--format", help="agentgym | eto (both: `conversations` of from/value)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for the mask check (default smollm2-135m)."),
+        rule: Optional[str] = typer.Option(None, "--rule", help="Segmentation rule (e.g. hotpotqa-two-phase)."),
+    ):
+        """Import ReAct conversations as teacher episodes, segmented by the env's rules and mask-checked."""
+        from rich.console import Console
+
+        from sad_eval.distill.sft_formats import IMPORT_FORMATS, import_conversations, read_records
+        from sad_eval.envs import env_id
+        from sad_eval.models import load_tokenizer
+        from sad_eval.trajectory import TrajectoryWriter
+
+        if fmt not in IMPORT_FORMATS:
+            raise SadEvalError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+        if env:
+            env_id(env)
+        if not file.is_file():
+            raise SadEvalError(f"conversation file not found: {file}")
+        episodes, stats = import_conversations(read_records(file), env, load_tokenizer(tokenizer or "smollm2-135m"),
+                                               source=f"{fmt}:{file.name}", rule=rule)
+        if not episodes:
+            raise SadEvalError(f"{file}: no usable conversations ({stats.summary()}; first: {stats.first_problem})")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with TrajectoryWriter(tmp) as w:
+            for ep in episodes:
+                w.write(ep)
+        tmp.replace(out)
+        Console(stderr=True).print(f"wrote {out}: {stats.summary()}"
+                                   + (f" (first: {stats.first_problem})" if stats.first_problem else ""),
+                                   highlight=False, markup=False, soft_wrap=True)
 
     @app.command("distill-topk")
     def distill_topk_cmd(
@@ -129,24 +191,3 @@ def register(app: typer.Typer) -> None:
         ctx = context_meta(tok, seq_len, chat, reserve, exemplar_digests(specs, {ep.env for ep in episodes}))
         path = write_sidecar(out or sidecar_path(data), entries, k, vocab, tokenizer=str(teacher), **ctx)
         console.print(f"wrote {path}: {len(entries)} turns, k={k}")
-
-
-def _validate(cfg) -> None:
-    from sad_eval.distill.curriculum import CURRICULA
-    from sad_eval.distill.methods import METHODS
-
-    if cfg.method not in METHODS:
-        raise SadEvalError(f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    if cfg.loss not in ("ce", "kl"):
-        raise SadEvalError(f"unknown --loss {cfg.loss!r}; choose ce or kl")
-    if cfg.curriculum not in CURRICULA:
-        raise SadEvalError(f"unknown --curriculum {cfg.curriculum!r}; choose one of {', '.join(CURRICULA)}")
-    if cfg.loss == "ce" and cfg.teacher:
-        raise SadEvalError("--teacher is only used with --loss kl (ce trains on the trajectories' tokens)")
-    if cfg.temperature <= 0:
-        raise SadEvalError("--temperature must be positive")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise SadEvalError(f"--out {cfg.out} is a file; a checkpoint is a directory (choose another --out)")
-    for name in ("max_steps", "batch_size", "grad_accum", "seq_len"):
-        if getattr(cfg, name) < 1:
-            raise SadEvalError(f"--{name.replace('_', '-')} must be at least 1")

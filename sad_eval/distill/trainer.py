@@ -96,6 +96,27 @@ class TrainConfig:
 
 # ------------------------------------------------------------------ small helpers
 
+# the span kinds each method's loss is made of (token / lm supervise whole sequences)
+METHOD_SPANS = {"sad": ("REASON", "ACT"), "no-seg": ("REASON", "ACT"), "random-span": ("REASON", "ACT"),
+                "reason-only": ("REASON",), "action-only": ("ACT",)}
+
+
+def require_spans(cfg: "TrainConfig", episodes, bstats) -> None:
+    """Refuse a span method on data without those spans (it would train on nothing: ``reason nan``),
+    with the segmenter's own message for the first episode used."""
+    from sad_eval.segment import linearize, require_reason_and_act, segment
+
+    need = METHOD_SPANS.get(cfg.method, ())
+    have = {"REASON": bstats.reason_tokens > 0, "ACT": bstats.act_tokens > 0}
+    if all(have[k] for k in need):
+        return
+    ep = next((e for e in episodes if e.steps and e.status == "ok" and (e.success or not cfg.only_success)), None)
+    where = f"{', '.join(map(str, cfg.data))}: no episode has the spans --method {cfg.method} trains on; e.g. episode"
+    if ep is not None:
+        spans = segment(linearize(ep.steps, ep.env), ep.env, cfg.rules.get(ep.env))
+        require_reason_and_act(spans, f"{where} {ep.task_id}")
+    raise SadEvalError(f"{where}s have no {' / '.join(k for k in need if not have[k])} span")
+
 def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, T] and a 0/1 real-token mask. With right padding and causal attention
     no real token attends to a pad, so the model needs no attention mask."""
@@ -364,6 +385,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         say(f"warning: {w.message}")
     if not examples:
         raise SadEvalError(f"no training sequences from {', '.join(map(str, cfg.data))} ({bstats.summary()})")
+    require_spans(cfg, episodes, bstats)
     say(f"data: {bstats.summary()}")
     prepared, group_info, pstats = prepare(examples, cfg, topk)
     if topk is not None:

@@ -16,11 +16,15 @@ import pandas as pd
 
 from sad_eval.errors import SadEvalError
 from sad_eval.metrics import summarize
+from sad_eval.reports.tables import latex_table
 from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
 LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
-          "no_action_rate": "NoAct", "rejected_rate": "Rej"}
+          "no_action_rate": "NoAct", "rejected_rate": "Rej", "webshop_score": "Score", "hotpotqa_em": "EM",
+          "hotpotqa_f1": "F1"}
+# Tables 3 and 5 also show each env's own score (WebShop reward, HotPotQA EM/F1) where the env has one
+ENV_SCORES = ("webshop_score", "hotpotqa_em", "hotpotqa_f1")
 # the paired table adds the invalid-action rate: it still separates students that never succeed
 PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate", "rejected_rate")
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
@@ -72,9 +76,10 @@ def results(root: Path, cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
     """Rows = row labels (in order), columns = (env, metric, 'mean'|'ci'|'n')."""
     out: dict[str, dict[tuple, float]] = {}
+    metrics = [m for m in metrics if m in df.columns]
     for (row, env), g in df.groupby(["row", "env"], sort=False):
         for metric in metrics:
             m, ci = mean_ci(g[metric].astype(float).tolist())
@@ -92,11 +97,15 @@ def _cell(mean: float, ci: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS) -> pd.DataFrame:
+def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
+    """Formatted cells; per env first ``N``, the number of runs (seeds) behind each mean, then the
+    metrics (an env score only under its own env)."""
     cols = {}
     for env in envs:
+        if (env, "seeds", "n") in agg.columns:
+            cols[f"{env} N"] = ["–" if math.isnan(v) else str(int(v)) for v in agg[(env, "seeds", "n")]]
         for metric in metrics:
-            if (env, metric, "mean") in agg.columns:
+            if (env, metric, "mean") in agg.columns and agg[(env, metric, "mean")].notna().any():
                 cols[f"{env} {LABELS[metric]}"] = [
                     _cell(r[(env, metric, "mean")], r[(env, metric, "ci")], 2 if metric == "latency_steps" else 1)
                     for _, r in agg.iterrows()]
@@ -154,8 +163,25 @@ def _param_counts(root: Path, cfg) -> dict[str, int]:
     return counts
 
 
-def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
-    """2x2: TSR, ARL, CoT match, latency vs student size; sad vs token; one line style per env."""
+# each metric's possible range: a 95% interval is drawn clipped to it (a TSR below 0% does not exist)
+METRIC_RANGE = {"tsr": (0.0, 100.0), "cot_match": (0.0, 100.0), "arl": (0.0, math.inf),
+                "latency_steps": (0.0, math.inf)}
+METRIC_TITLES = {"tsr": "TSR (%)", "arl": "ARL (words)", "cot_match": "CoT match (%)",
+                 "latency_steps": "Latency (steps/ep.)"}
+METHOD_STYLE = {"sad": ("tab:blue", "o", 0.94), "token": ("tab:orange", "s", 1.06)}  # colour, marker, x offset
+
+
+def _clipped_yerr(ys, cis, metric: str) -> list[list[float]]:
+    lo, hi = METRIC_RANGE.get(metric, (-math.inf, math.inf))
+    down = [0.0 if math.isnan(c) else y - max(lo, y - c) for y, c in zip(ys, cis)]
+    up = [0.0 if math.isnan(c) else min(hi, y + c) - y for y, c in zip(ys, cis)]
+    return [down, up]
+
+
+def figure2_figure(df: pd.DataFrame, counts: dict[str, int]):
+    """The figure: one panel per (metric, env); sad vs token against student size, each method's
+    markers offset so they do not hide each other, the teacher as a dashed reference line, and
+    95% intervals clipped to the metric's range. With one student size the x axis is the method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,33 +191,66 @@ def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
     sub = df[df["method"].isin(["sad", "token"])]
     if sub.empty or not counts:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    styles = {"alfworld": "o-", "webshop": "s--", "hotpotqa": "^:"}
-    colors = {"sad": "tab:blue", "token": "tab:orange"}
-    # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+    envs = list(dict.fromkeys(sub["env"]))
     sizes = sorted({counts[s] / 1e6 for s in sub["student"].unique() if s in counts})
-    for ax, metric in zip(axes.flat, TABLE_METRICS):
-        for (method, env), g in sub.groupby(["method", "env"]):
-            pts = sorted((counts[s], *mean_ci(gg[metric].astype(float).tolist()))
-                         for s, gg in g.groupby("student") if s in counts)
-            if not pts:
-                continue
-            xs, ys, cis = zip(*pts)
-            ax.errorbar([x / 1e6 for x in xs], ys, yerr=[0 if math.isnan(c) else c for c in cis],
-                        fmt=styles.get(env, "o-"), color=colors.get(method), label=f"{method} · {env}", capsize=3)
-        ax.set_xscale("log")
-        ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("student parameters")
-        ax.set_title({"tsr": "Task success rate (%)", "arl": "Avg. reasoning length (words)",
-                      "cot_match": "CoT match rate (%)", "latency_steps": "Latency (steps/episode)"}[metric])
-        if metric in ("tsr", "cot_match"):  # percentages: the full scale, so an all-zero TSR reads as 0 of 100
-            ax.set_ylim(-5, 105)
-        ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle("SAD vs token-level distillation by student size (cf. paper Fig. 2)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    one_size = len(sizes) == 1
+    fig, axes = plt.subplots(len(TABLE_METRICS), len(envs), figsize=(3.3 * len(envs) + 0.6, 2.4 * len(TABLE_METRICS)),
+                             squeeze=False, sharex=True)
+    teacher = df[df["method"] == "teacher"]
+    for r, metric in enumerate(TABLE_METRICS):
+        for c, env in enumerate(envs):
+            ax = axes[r][c]
+            for k, method in enumerate(("sad", "token")):
+                g = sub[(sub["method"] == method) & (sub["env"] == env)]
+                pts = sorted((counts[s] / 1e6, *mean_ci(gg[metric].astype(float).tolist()))
+                             for s, gg in g.groupby("student") if s in counts)
+                if not pts:
+                    continue
+                xs, ys, cis = zip(*pts)
+                color, marker, offset = METHOD_STYLE[method]
+                xs = [k] * len(xs) if one_size else [x * offset for x in xs]
+                ax.errorbar(xs, ys, yerr=_clipped_yerr(ys, cis, metric), fmt=marker + ("" if one_size else "-"),
+                            color=color, label=method, capsize=3, markersize=5)
+            t = teacher[teacher["env"] == env]
+            if not t.empty and metric in t:
+                ax.axhline(float(t[metric].astype(float).mean()), color="0.35", ls="--", lw=1, label="teacher")
+            lo, hi = METRIC_RANGE.get(metric, (-math.inf, math.inf))
+            if hi == 100.0:  # percentages: the full scale, so an all-zero TSR reads as 0 of 100
+                ax.set_ylim(-3, 103)
+            else:
+                ax.set_ylim(bottom=lo - 0.03 * max(1.0, ax.get_ylim()[1]))
+            if one_size:
+                ax.set_xticks([0, 1], ["sad", "token"])
+                ax.set_xlim(-0.6, 1.6)
+            else:
+                ax.set_xscale("log")
+                # ticks at the students' sizes only: log-axis minor labels collide over a narrow range
+                ax.set_xticks(sizes, [f"{x:.0f}M" if x >= 10 else f"{x:.1f}M" for x in sizes])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if r == 0:
+                ax.set_title(env)
+            if c == 0:
+                ax.set_ylabel(METRIC_TITLES[metric])
+            if r == len(TABLE_METRICS) - 1:
+                ax.set_xlabel(f"method (student {sizes[0]:.1f}M)" if one_size else "student parameters")
+            ax.grid(alpha=0.3)
+    handles, labels = {}, {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle("SAD vs token-level distillation by student size (cf. paper Fig. 2); mean ± 95% CI over seeds",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    return fig
+
+
+def figure2(df: pd.DataFrame, counts: dict[str, int], out: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    fig = figure2_figure(df, counts)
+    if fig is None:
+        return None
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -324,10 +383,11 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     t3 = display(agg, envs)
     t3.to_csv(rep / "table3.csv")
     (rep / "table3.md").write_text(to_markdown(t3))
-    (rep / "table3.tex").write_text(t3.to_latex())
+    (rep / "table3.tex").write_text(latex_table(t3))
     seeds = len(cfg.seeds)
     parts += ["## Table 3: teacher and students per env\n",
-              f"TSR and CoT in %, ARL in words, latency in steps per episode; mean ± 95% t-interval over {seeds} seed(s)"
+              f"N = runs (seeds) per cell; TSR and CoT in %, ARL in words, latency in steps per episode, the env's "
+              f"own scores (WebShop reward ×100, HotPotQA EM/F1); mean ± 95% t-interval over {seeds} seed(s)"
               + (" (one seed: no interval)" if seeds < 2 else "") + ". CoT match pairs each student episode with the "
               "teacher's episode on the same task of the eval split.\n", to_markdown(t3)]
     if {"sad", "token"} <= set(cfg.methods):
@@ -385,9 +445,9 @@ def print_report(root: Path) -> None:
         for env in dict.fromkeys(c.split(" ")[0] for c in df.columns):
             cols = [c for c in df.columns if c.startswith(env + " ")]
             t = Table(title=f"{title} — {env}")
-            t.add_column("", style="bold", no_wrap=True)
-            for c in cols:
-                t.add_column(c.split(" ", 1)[1], justify="right")
+            t.add_column("", style="bold", overflow="fold")
+            for c in cols:  # narrow terminals wrap a cell ("311.2 ±" / "12.3"), never cut it ("311…")
+                t.add_column(c.split(" ", 1)[1], justify="right", overflow="fold")
             for idx, row in df[cols].iterrows():
                 t.add_row(str(idx), *map(str, row.tolist()))
             console.print(t)

@@ -48,6 +48,50 @@ def run_name(path: str | Path) -> str:
     return Path(path).stem
 
 
+def _agent_label(episodes: Sequence[Episode]) -> str:
+    agents = list(dict.fromkeys(e.agent for e in episodes if e.agent))
+    return "+".join(agents) if agents else ""
+
+
+def _path_suffix(path: Path, k: int) -> str:
+    parts = list(path.with_suffix("").parts)
+    return "/".join(parts[-k:])
+
+
+def label_runs(files: Sequence[tuple[Path, list[Episode]]]) -> tuple[dict[str, list[Episode]], dict[str, list[Path]]]:
+    """Rows of a comparison, named by the agent that produced each file (its episodes' ``agent``),
+    not by file name: the experiment's ``eval/tiny-sad-s0/webshop.jsonl`` and
+    ``eval/tiny-token-s0/webshop.jsonl`` are two rows, ``tiny-sad-s0`` and ``tiny-token-s0``.
+
+    Files of one agent on different envs join one row (its columns per env). Files of one agent that
+    share an env would overwrite each other's cells, so each of them is named by the shortest tail of
+    its path that tells them apart (``a/eval/tiny-sad-s0/webshop``); the same file given twice is refused.
+    Returns (label -> episodes, label -> files)."""
+    resolved = [p.resolve() for p, _ in files]
+    dup = [str(p) for p, r in zip((p for p, _ in files), resolved) if resolved.count(r) > 1]
+    if dup:
+        raise SadEvalError(f"{dup[0]} is given twice")
+    base = [_agent_label(eps) or run_name(p) for p, eps in files]
+    labels = list(base)
+    for name in dict.fromkeys(base):
+        idx = [i for i, b in enumerate(base) if b == name]
+        envs = [{e.env for e in files[i][1]} for i in idx]
+        if all(not (envs[a] & envs[b]) for a in range(len(idx)) for b in range(a + 1, len(idx))):
+            continue  # disjoint envs: one row
+        paths = [resolved[i] for i in idx]
+        k = 1
+        while len({_path_suffix(p, k) for p in paths}) < len(paths):
+            k += 1
+        for i, p in zip(idx, paths):
+            labels[i] = _path_suffix(p, k)
+    runs: dict[str, list[Episode]] = {}
+    sources: dict[str, list[Path]] = {}
+    for label, (p, eps) in zip(labels, files):
+        runs.setdefault(label, []).extend(eps)
+        sources.setdefault(label, []).append(Path(p))
+    return runs, sources
+
+
 def metrics_by_env(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = None,
                    tokenize: Tokenize = word_tokens, max_new_tokens: int | None = None) -> dict[str, dict[str, float]]:
     """``summarize`` per env present in ``episodes``."""
@@ -80,13 +124,18 @@ def metrics_frame(runs: dict[str, Sequence[Episode]], teacher: Sequence[Episode]
 
 
 def load_runs(paths: Iterable[str | Path], strict: bool = False) -> dict[str, list[Episode]]:
-    runs = {}
+    """label -> episodes (see `label_runs`)."""
+    return load_labelled_runs(paths, strict)[0]
+
+
+def load_labelled_runs(paths: Iterable[str | Path], strict: bool = False):
+    files = []
     for p in paths:
         eps = load_trajectories([p], strict=strict)
         if not eps:
             raise SadEvalError(f"{p}: no readable episodes")
-        runs[run_name(p)] = eps
-    return runs
+        files.append((Path(p), eps))
+    return label_runs(files)
 
 
 def _fmt(v, metric: str = "") -> str:
@@ -147,7 +196,7 @@ def render(df: pd.DataFrame, fmt: str = "table", title: str | None = None,
     if fmt == "md":
         return shown.to_markdown() if _has_tabulate() else _markdown(shown)
     if fmt == "latex":
-        return shown.to_latex()
+        return latex_table(shown, index_name="run")
     print_rich(df, title, metrics)
     return None
 
@@ -185,3 +234,43 @@ def _markdown(df: pd.DataFrame) -> str:
     sep = "|---|" + "|".join("---:" for _ in df.columns) + "|"
     rows = [f"| {run} | " + " | ".join(row.tolist()) + " |" for run, row in df.iterrows()]
     return "\n".join([header, sep, *rows]) + "\n"
+
+
+# LaTeX specials; `%` would start a comment and `_`/`&` break the table
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "–": "--", "−": "$-$", "Δ": r"$\Delta$"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+    for sym, tex in _LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def latex_table(table: pd.DataFrame, index_name: str = "") -> str:
+    """A booktabs tabular with one ``\\multicolumn`` header per env: columns named ``"ENV LABEL"``
+    are grouped by ENV (the text before the first space), LABEL below it; every cell escaped."""
+    groups: list[tuple[str, list[str]]] = []
+    for col in table.columns:
+        env, _, label = str(col).partition(" ")
+        if not label:
+            env, label = "", env
+        if groups and groups[-1][0] == env:
+            groups[-1][1].append(label)
+        else:
+            groups.append((env, [label]))
+    ncols = sum(len(g[1]) for g in groups)
+    lines = [r"\begin{tabular}{l" + "r" * ncols + "}", r"\toprule"]
+    head, rules, col = [latex_escape(index_name)], [], 2
+    for env, labels in groups:
+        head.append(rf"\multicolumn{{{len(labels)}}}{{c}}{{{latex_escape(env)}}}")
+        rules.append(rf"\cmidrule(lr){{{col}-{col + len(labels) - 1}}}")
+        col += len(labels)
+    lines += [" & ".join(head) + r" \\", " ".join(rules),
+              " & ".join([""] + [latex_escape(lab) for _, labels in groups for lab in labels]) + r" \\", r"\midrule"]
+    for idx, row in table.iterrows():
+        lines.append(" & ".join([latex_escape(idx)] + [latex_escape(v) for v in row.tolist()]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
