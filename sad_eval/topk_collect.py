@@ -47,10 +47,10 @@ def policy_context(policy, env: str) -> tuple[Any, int, dict[str, str]]:
         tok = policy.gen.tokenizer
         vocab = int(policy.gen.model.get_output_embeddings().weight.shape[0])
         return tok, vocab, context_meta(tok, policy.max_context, policy.chat, reserve, digest)
-    tok = policy.tokenizer()  # OpenAIPolicy: the student tokenizer ids are mapped to
-    # the whole conversation is sent (no budget); chat: the server applies its template, taken to be
-    # the student tokenizer's (the trainer's token check catches other tokens, not another template)
-    return tok, len(tok), context_meta(tok, None, policy.api == "chat", reserve, digest)
+    tok = policy.student_tokenizer()  # OpenAIPolicy: the student tokenizer ids are mapped to
+    # the conversation is fitted to the endpoint's context when known; chat: the server applies its
+    # template, taken to be the student tokenizer's (the trainer's token check catches other tokens)
+    return tok, len(tok), context_meta(tok, policy.max_context, policy.api == "chat", reserve, digest)
 
 
 class TopKRecorder:

@@ -58,7 +58,9 @@ def test_a_512_token_student_is_evaluated_over_its_server(served_student):
     (turn,) = policy.act([state])
     assert turn.error is None, turn.error
     msgs = policy.messages(state)
-    assert any(m["content"] == ELIDED for m in msgs)
+    # the context policy elided old observations or dropped old turns, never the latest observation
+    assert any(m["content"] == ELIDED for m in msgs) or "earlier turns omitted" in msgs[1]["content"]
+    assert state.steps[-1].observation.strip()[:30] in msgs[-1]["content"]
     assert server.count(server.render_chat(msgs)) + 128 <= 512
     extra = policy.manifest_extra()
     assert extra["served_model"] == server.model_id and extra["max_context"] == 512
@@ -114,7 +116,7 @@ def test_unknown_tokenizer_estimates_and_a_refusal_elides_more(smol_tokenizer):
         optimistic = OpenAIPolicy("gpt-4o", url, decoding=DecodingConfig(max_new_tokens=128), max_context=4096)
         (turn,) = optimistic.act([long_state(8)])
         assert turn.error is None and len(log) > 1
-        assert sum(m["content"] == ELIDED for m in log[-1]["messages"]) > sum(m["content"] == ELIDED for m in log[0]["messages"])
+        assert len(str(log[-1]["messages"])) < len(str(log[0]["messages"]))  # fitted tighter after each refusal
     finally:
         httpd.close()
 
@@ -147,9 +149,11 @@ def test_a_refused_episode_is_errored_and_the_run_goes_on(data_root, smol_tokeni
         # first the endpoint is down: the run fails with nothing recorded ...
         down = f"http://127.0.0.1:{_free_port()}/v1"
         with pytest.raises(EndpointError, match="unreachable"):
-            sad_eval.evaluate("openai:gpt-4o", "hotpotqa", n=3, out=out, base_url=down, max_new_tokens=32)
+            sad_eval.evaluate("openai:gpt-4o", "hotpotqa", n=3, out=out, base_url=down, max_new_tokens=32,
+                              subset="first")
         # ... and the retry with other decoding is not refused: the file holds no episodes
-        res = sad_eval.evaluate("openai:gpt-4o", "hotpotqa", n=3, out=out, base_url=url, max_new_tokens=64)
+        res = sad_eval.evaluate("openai:gpt-4o", "hotpotqa", n=3, out=out, base_url=url, max_new_tokens=64,
+                                subset="first")
     finally:
         httpd.close()
     assert len(res.episodes) == 3

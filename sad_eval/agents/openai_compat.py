@@ -81,9 +81,12 @@ class EstimatedTokens:
 
     chat_template = None
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+    def __call__(self, text: str, add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> dict:
         n = -(-len(text) // 3) + 4 * text.count("\n")
-        return {"input_ids": [0] * n}
+        out: dict = {"input_ids": [0] * n}
+        if return_offsets_mapping:  # (the context policy shortens a page at token boundaries)
+            out["offset_mapping"] = [(min(3 * i, len(text)), min(3 * i + 3, len(text))) for i in range(n)]
+        return out
 
 
 class _Secret:
@@ -316,14 +319,14 @@ class OpenAIPolicy:
     def messages(self, state: EpisodeState, extra_elide: int = 0) -> list[dict[str, str]]:
         """The conversation, fitted to the context when its length is known (as `HFPolicy.fit`);
         ``extra_elide`` > 0 after the server refused it as too long (its count exceeds ours): fit
-        to a budget 10% smaller per refusal, or elide that many more old observations (never the
+        to half the budget per refusal, or elide that many more old observations (never the
         latest) when the length is unknown."""
         shots = self.exemplars.for_task(state.task_id) if hasattr(self.exemplars, "for_task") else self.exemplars
         if self.max_context:
             counter = self.tokenizer if self.tokenizer is not None else EstimatedTokens()
             chat = self.chat and self.api == "chat"
             msgs, _ = build_context(state.env, state.task, state.steps, counter, chat=chat,
-                                    max_tokens=int(self.max_context * 0.9 ** extra_elide), exemplars=shots,
+                                    max_tokens=int(self.max_context * 0.5 ** extra_elide), exemplars=shots,
                                     reserve=self.decoding.max_new_tokens)
             return msgs
         elide = min(extra_elide, max(0, len(state.steps) - 1))
@@ -393,8 +396,11 @@ class OpenAIPolicy:
         return Turn(reasoning=p.reasoning, action=p.action, raw=text, invalid=not p.valid,
                     tokens=tokens if isinstance(tokens, int) else None, token_ids=ids, top_logprobs=tops)
 
-    def tokenizer(self):
-        """The student tokenizer the returned tokens are mapped to (loaded once)."""
+    def student_tokenizer(self):
+        """The student tokenizer the returned tokens are mapped to: the served model's (``tokenizer``),
+        else SmolLM2's (loaded once)."""
+        if self.tokenizer is not None:
+            return self.tokenizer
         if self._tokenizer is None or isinstance(self._tokenizer, (str, os.PathLike)):
             from sad_eval.models import load_tokenizer
 
@@ -412,7 +418,7 @@ class OpenAIPolicy:
         if rows is None:
             raise self._fail(f"{where} answered without log-probs (asked for top_logprobs={self.top_logprobs}); "
                              "collecting top-k needs a server that returns them")
-        _, index = vocab_bytes(self.tokenizer())
+        _, index = vocab_bytes(self.student_tokenizer())
         want, got, ids, tops = text.encode(), b"", [], []
         for tok, lp, alts in rows:
             if len(got) >= len(want):
@@ -421,7 +427,7 @@ class OpenAIPolicy:
                 raise self._fail(f"{where}: a token that is part of a UTF-8 character came back as text only "
                                  "(no 'bytes'), so it cannot be mapped to an id; use --api chat")
             if tok not in index:
-                raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.tokenizer())}): "
+                raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.student_tokenizer())}): "
                                  f"token {tok!r} is not in the student vocabulary; top-k distillation needs the "
                                  "same tokenizer")
             if len(alts) < self.top_logprobs:
@@ -430,7 +436,7 @@ class OpenAIPolicy:
             row = []
             for a, v in alts[:self.top_logprobs]:
                 if a not in index:
-                    raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.tokenizer())}): "
+                    raise self._fail(f"{where}: its tokenizer differs from the student's ({_name(self.student_tokenizer())}): "
                                      f"token {a!r} is not in the student vocabulary")
                 row.append((index[a], float(v)))
             got += tok
@@ -438,7 +444,7 @@ class OpenAIPolicy:
             tops.append(row)
         if not got.startswith(want) and got.decode("utf-8", "replace") != text:
             raise self._fail(f"{where}: the returned tokens do not spell the returned text; its tokenizer differs "
-                             f"from the student's ({_name(self.tokenizer())})")
+                             f"from the student's ({_name(self.student_tokenizer())})")
         return ids, tops
 
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:

@@ -397,18 +397,17 @@ class ModelServer:
     def _chat_logprobs(self, g: Generation, top: int) -> dict:
         from sad_eval.agents.token_bytes import token_entry
 
-        with self._tok_lock:
-            return {"content": [{**token_entry(self.tokenizer, t, lp),
-                                 "top_logprobs": [token_entry(self.tokenizer, i, v) for i, v in alts[:top]]}
-                                for t, lp, alts in zip(g.token_ids, g.logprobs, g.top_logprobs)]}
+        tok = self._tok()  # this request thread's own tokenizer
+        return {"content": [{**token_entry(tok, t, lp), "top_logprobs": [token_entry(tok, i, v) for i, v in alts[:top]]}
+                            for t, lp, alts in zip(g.token_ids, g.logprobs, g.top_logprobs)]}
 
     def _completion_logprobs(self, g: Generation, top: int) -> dict:
         from sad_eval.agents.token_bytes import token_entry
 
-        with self._tok_lock:
-            entries = [token_entry(self.tokenizer, t, lp) for t, lp in zip(g.token_ids, g.logprobs)]
-            alts = [{e["token"]: e["logprob"] for e in (token_entry(self.tokenizer, i, v) for i, v in a[:top])}
-                    for a in g.top_logprobs] if top else None
+        tok = self._tok()
+        entries = [token_entry(tok, t, lp) for t, lp in zip(g.token_ids, g.logprobs)]
+        alts = [{e["token"]: e["logprob"] for e in (token_entry(tok, i, v) for i, v in a[:top])}
+                for a in g.top_logprobs] if top else None
         offsets, pos = [], 0
         for e in entries:
             offsets.append(pos)
