@@ -201,7 +201,7 @@ def test_collect_writes_the_sidecar_from_hf_and_from_an_endpoint_alike(served, t
     _collect(str(tiny_checkpoint), hf_out)
     assert TopK([sides[0]]).index.keys() == hf.index.keys()
     for k in (5, 0):
-        with pytest.raises(SadEvalError, match="different teacher_topk"):
+        with pytest.raises(SadEvalError, match="teacher_topk: 3 there"):
             _collect(str(tiny_checkpoint), hf_out, k=k, n=3)
     assert TopK([sides[0]]).index.keys() == hf.index.keys()  # nothing written lost
 
