@@ -155,7 +155,8 @@ def decode_with_reuse(model, prompts: Sequence[list[int]], cached: Sequence[Cach
     for b, r in enumerate(rows):
         fed = r.prompt[r.reuse:]
         ids[b, S - len(fed):] = torch.tensor(fed, dtype=torch.long)
-        mask[b, R - r.reuse:] = 1
+        mask[b, R - r.reuse:R] = 1  # its cached prefix ...
+        mask[b, R + S - len(fed):] = 1  # ... and the tokens it feeds (a short prompt is left-padded)
         pos[b, S - len(fed):] = torch.arange(r.reuse, r.reuse + len(fed))
     next_pos = torch.tensor([len(r.prompt) for r in rows], device=device)
 
