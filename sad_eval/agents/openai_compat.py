@@ -346,8 +346,10 @@ class OpenAIPolicy:
         else:
             body["prompt"] = render(msgs, tokenizer=None, chat=False).text
         if self.top_logprobs:
-            body.update({"logprobs": True, "top_logprobs": self.top_logprobs} if self.api == "chat"
-                        else {"logprobs": self.top_logprobs})
+            # a few spare alternatives: llama.cpp merges tokens that are parts of one UTF-8 character
+            # into "" entries without bytes, which are dropped (docs/agents.md, "Tested against llama.cpp")
+            ask = min(20, self.top_logprobs + 4)
+            body.update({"logprobs": True, "top_logprobs": ask} if self.api == "chat" else {"logprobs": ask})
         return body
 
     def _one(self, state: EpisodeState, server_stop: bool) -> Turn:
@@ -423,7 +425,8 @@ class OpenAIPolicy:
         for tok, lp, alts in rows:
             if len(got) >= len(want):
                 break
-            if tok not in index and "\ufffd".encode() in tok:
+            alts = [(a, v) for a, v in alts if a]  # "" entries: see the request
+            if tok not in index and (not tok or "\ufffd".encode() in tok):
                 raise self._fail(f"{where}: a token that is part of a UTF-8 character came back as text only "
                                  "(no 'bytes'), so it cannot be mapped to an id; use --api chat")
             if tok not in index:
