@@ -352,4 +352,4 @@ class _Progress:
             ok = self.finished - self.errored
             rate = 60.0 * self.finished / max(1e-9, time.perf_counter() - self.t0)
             self.progress.update(self.task, advance=1, tsr=f"{100.0 * self.successes / ok:.1f}%" if ok else "–",
-                                 rate=f"{rate:.1f}", err=f"[red]{self.errored} err[/]" if self.errored else "")
+                                 rate=f"{rate:.1f}" if rate < 1000 else f"{rate:.0f}" if rate < 1e5 else ">1e5", err=f"[red]{self.errored} err[/]" if self.errored else "")

@@ -64,14 +64,14 @@ def test_stratified_subsets_cover_every_alfworld_task_type():
 
 def test_oracle_hotpotqa_end_to_end_with_manifest(tmp_path, data_root):
     out = tmp_path / "hp.jsonl"
-    eps = run("oracle", "hotpotqa", out, limit=3)
+    eps = run("oracle", "hotpotqa", out, limit=3, subset="first")
     # the third question's answer page is not reachable from what the env shows (docs/hotpotqa.md)
     assert len(eps) == 3 and [e.success for e in eps] == [True, True, False] and all(e.status == "ok" for e in eps)
     man = json.loads(manifest_path(out).read_text())
     assert man["agent"] == "oracle" and man["split"] == "dev500" and man["jobs"] == 3
     assert man["data_sha256sums"] and "torch" in man["versions"]
     # resuming a finished run does nothing and duplicates nothing
-    assert run("oracle", "hotpotqa", out, limit=3) == []
+    assert run("oracle", "hotpotqa", out, limit=3, subset="first") == []
     assert len(list(read_trajectories(out))) == 3
 
 

@@ -229,6 +229,8 @@ def test_resume_with_other_chat_or_context_is_refused(tmp_path, tiny_checkpoint)
 
     first = cfg()
     write_json_atomic(manifest_path(first.out), build_manifest(first, ["a"], 1))
+    # a file that already holds an episode (an empty one's manifest is simply replaced)
+    first.out.write_text(json.dumps(Episode(env="hotpotqa", split="dev500", task_id="a", agent="x").to_dict()) + "\n")
     check_resume(first, build_manifest(first, ["a"], 1))  # same settings: fine
     for kw, needle in (({"chat": False}, "chat: True there, False now"),
                        ({"max_context": 256}, "max_context: None there, 256 now")):
