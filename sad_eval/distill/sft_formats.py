@@ -71,19 +71,16 @@ class ExportStats:
 def export_episodes(episodes: Iterable[Episode], fmt: str, only_success: bool = True) -> tuple[list[dict], ExportStats]:
     if fmt not in FORMATS:
         raise SadEvalError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    stats, out = ExportStats(), []
-    for ep in episodes:
-        stats.episodes += 1
-        if ep.status != "ok":
-            stats.skipped_error += 1
-        elif not ep.steps:
-            stats.skipped_empty += 1
-        elif only_success and not ep.success:
-            stats.skipped_failed += 1
-        else:
-            out.append(export_record(ep, fmt))
-            stats.written += 1
-            stats.envs[ep.env] = stats.envs.get(ep.env, 0) + 1
+    from sad_eval.distill.examples import BuildStats, select_episodes
+
+    stats, out, picked = ExportStats(), [], BuildStats()
+    kept = select_episodes(episodes, only_success, picked)  # the episodes distill would train on
+    stats.episodes, stats.skipped_error = picked.episodes, picked.skipped_error
+    stats.skipped_empty, stats.skipped_failed = picked.skipped_empty, picked.skipped_failed
+    for ep in kept:
+        out.append(export_record(ep, fmt))
+        stats.written += 1
+        stats.envs[ep.env] = stats.envs.get(ep.env, 0) + 1
     return out, stats
 
 
