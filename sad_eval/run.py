@@ -221,7 +221,6 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
     from sad_eval.harness import plan_jobs, rollout, rollout_parallel
 
     env_name = cfg.spec.env
-    out = Path(cfg.out)
     topk = cfg.spec.top_logprobs
     if topk and cfg.spec.kind == "scripted":
         raise SadEvalError("--teacher-topk needs a model teacher (a checkpoint or openai:MODEL)")

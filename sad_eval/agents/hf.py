@@ -165,17 +165,7 @@ class HFGenerator:
         results = []
         for b, row in enumerate(seqs):
             ids = row.tolist()
-            # drop padding/eos after the row finished
-            n = len(ids)
-            for i, t in enumerate(ids):
-                if t in self.eos_ids:
-                    n = i
-                    break
-            text = tok.decode(ids[:n], skip_special_tokens=True)
-            cut = _stop_index(text, stop, action_stop)
-            if cut is not None:
-                text = text[:cut]
-                n = min(n, self._tokens_for_prefix(ids[:n], len(text)))
+            text, n = self._cut(ids, stop, action_stop)
             lp = None
             if logprobs:
                 lp = [float(torch.log_softmax(out.scores[i][b].float(), -1)[ids[i]]) for i in range(n)]
@@ -226,16 +216,22 @@ class HFGenerator:
             if c is not None:
                 self.kv.put(keys[b], c)
             gen = r.gen
-            n = next((i for i, t in enumerate(gen) if t in self.eos_ids), len(gen))
-            text = tok.decode(gen[:n], skip_special_tokens=True)
-            cut = _stop_index(text, stop, action_stop)
-            if cut is not None:
-                text = text[:cut]
-                n = min(n, self._tokens_for_prefix(gen[:n], len(text)))
+            text, n = self._cut(gen, stop, action_stop)
             results.append(Generation(text, n, r.logprobs[:n] if logprobs else None,
                                       top_logprobs=r.top[:n] if top_logprobs else None,
                                       token_ids=gen[:n] if top_logprobs else None))
         return results
+
+    def _cut(self, ids: list[int], stop: Sequence[str], action_stop: bool) -> tuple[str, int]:
+        """A row's generated text and token count: up to end-of-turn (padding after it dropped),
+        then cut after the action line or before a stop string."""
+        n = next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        cut = _stop_index(text, stop, action_stop)
+        if cut is not None:
+            text = text[:cut]
+            n = min(n, self._tokens_for_prefix(ids[:n], len(text)))
+        return text, n
 
     def _newline_ids(self) -> set[int]:
         """Vocabulary ids whose text contains a newline (computed once)."""

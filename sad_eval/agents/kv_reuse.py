@@ -197,7 +197,8 @@ def decode_with_reuse(model, prompts: Sequence[list[int]], cached: Sequence[Cach
             stats.generated += len(live)
             if finished:
                 harvest(finished)
-                keep = [bp for bp in range(len(live)) if bp not in set(finished)]
+                gone = set(finished)
+                keep = [bp for bp in range(len(live)) if bp not in gone]
                 if not keep:
                     break
                 idx = torch.tensor(keep, device=device)
