@@ -95,8 +95,9 @@ def root(ctx: typer.Context,
         return
     if agent and env:
         from sad_eval.harness_cli import run_command
+        from sad_eval.settings import RunSettings
 
-        run_command(agent, env)
+        run_command(RunSettings(agent=agent, env=env))
     elif agent or env:
         raise SadEvalError("the bare form needs both --agent and --env (e.g. `sad-eval --agent expert --env alfworld`)")
     else:
@@ -371,6 +372,25 @@ def _one_line_warnings(debug: bool) -> None:
         return plain(message, category, filename, lineno, line)
 
     warnings.formatwarning = fmt
+
+
+def parse_settings(argv: list[str]):
+    """The settings object a command line (``[sad-eval] eval|collect|distill OPTIONS``) would run with,
+    parsed by the real command, without running it: how a recorded stage command is checked."""
+    import typer.main
+
+    from sad_eval.options import SETTINGS_COMMANDS, from_params
+
+    argv = list(argv[1:] if argv and argv[0] == "sad-eval" else argv)
+    argv, _ = normalize_argv(argv)
+    if not argv or argv[0] not in SETTINGS_COMMANDS:
+        raise SadEvalError(f"not a command with settings: {' '.join(argv[:1])!r}; "
+                           f"choose from {', '.join(sorted(SETTINGS_COMMANDS))}")
+    name, *rest = argv
+    cls, fixed = SETTINGS_COMMANDS[name]
+    cmd = typer.main.get_command(app).commands[name]
+    ctx = cmd.make_context(name, rest)
+    return from_params(cls, name, ctx.params, **(fixed() if fixed else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,18 +5,14 @@ its inputs (its config section and the files it reads). A rerun skips a stage wh
 an interrupted stage resumes (trajectory files skip recorded episodes; training resumes from its last
 checkpoint). `manifest.json` lists every stage with its command-line equivalent, status and timing.
 
-Layout of a run directory:
-    teacher/{env}-train.jsonl      teacher trajectories to distill from
-    teacher/{env}-eval.jsonl       the teacher on the eval split (Table 3's teacher row, CoT pairing)
-    ckpt/{student}-{method}-s{seed}/   distilled students
-    eval/{student}-{method}-s{seed}/{env}.jsonl   students on the eval split
-    report/                        tables (md/csv/tex), figures (png), masks.html, report.md
+The run directory's layout is sad_eval/layout.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,6 +23,7 @@ import yaml
 
 from sad_eval.data import sha256_file
 from sad_eval.errors import SadEvalError
+from sad_eval.layout import ckpt_dir, eval_file, partial_file, student_key, teacher_file
 from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_atomic, write_text_atomic
 
 ENVS = ("alfworld", "webshop", "hotpotqa")
@@ -102,7 +99,7 @@ def _check_distill(path: Path, opts: dict[str, Any]) -> None:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for key, v in opts.items():
         f = fields.get(key)
-        if f is None or key in ("data", "student", "out", "method", "seed", "resume", "init_from_layers"):
+        if f is None or key in ("data", "student", "out", "method", "seed", "resume", "init_from_layers", "progress"):
             raise SadEvalError(f"{path}: distill.{key} is not a distill setting")
         default = f.default if f.default is not dataclasses.MISSING else None
         if v is None or default is None:
@@ -319,10 +316,6 @@ def _stamp_text(stamp: Path) -> str | None:
         return None
 
 
-def student_key(student: Student, method: str, seed: int) -> str:
-    return f"{student.name}-{method}-s{seed}"
-
-
 def run_experiment(config_path: str | Path, out: str | Path | None = None, log: Callable[[str], Any] = print,
                    stages_only: tuple[str, ...] | None = None, progress: bool = True,
                    threads: int | None = None, only_students: tuple[str, ...] = (),
@@ -335,7 +328,7 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     of the study (on another machine, or in another session); `merge` adds the rows of other
     shards' results_long.csv to the report, so the shards' tables come together without their
     checkpoints."""
-    from sad_eval.run import _versions
+    from sad_eval.provenance import versions
 
     cfg = load_config(config_path)
     if threads:
@@ -347,10 +340,11 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
 
     require_results_files(merge)
     root = Path(out or Path("runs") / cfg.name)
+    check_stages(cfg, root)
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, root / "config.yaml") if Path(config_path).resolve() != (root / "config.yaml").resolve() else None
     stages = Stages(root, log)
-    stages.manifest.update(name=cfg.name, config=cfg.raw, versions=_versions(),
+    stages.manifest.update(name=cfg.name, config=cfg.raw, versions=versions(),
                            started=stages.manifest.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))
     want = lambda s: stages_only is None or s in stages_only  # noqa: E731
 
@@ -374,35 +368,34 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
                              sorted((root / "teacher").glob("*.jsonl")) + sorted((root / "eval").rglob("*.jsonl"))
                              + [Path(m) for m in merge])
         stages.run("report", digest, lambda: write_report(root, cfg, merge=[Path(m) for m in merge]),
-                   f"sad-eval report {root}" + "".join(f" --merge {m}" for m in merge))
+                   shlex.join(["sad-eval", "report", str(root), *(a for m in merge for a in ("--merge", str(m)))]))
     stages.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     stages.save()
     return root
 
 
-def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, seed: int, batch: int,
-             workers: int, samples: int, decoding: dict, max_steps: int | None, kind: str,
-             progress: bool, prefix_cache: bool = True, exemplars: str | None = None,
-             teacher_topk: int = 0) -> Incomplete | None:
+def stage_command(settings: Any) -> str:
+    """The `sad-eval` command line of a stage's settings: it parses back to exactly these settings
+    (tests/test_settings.py), so a manifest's command reruns the stage by hand."""
+    from sad_eval.distill.config import TrainConfig
+    from sad_eval.options import to_argv
+
+    if isinstance(settings, TrainConfig):
+        argv = ["distill", *to_argv(settings, "distill", always=("method", "seed"))]
+    else:
+        argv = [settings.kind, *to_argv(settings, settings.kind, always=("split",), fixed=("kind",))]
+    return shlex.join(["sad-eval", *argv])
+
+
+def _rollout(settings) -> Incomplete | None:
     """Run (or resume) one trajectory file; `Incomplete` when episodes errored (env or server
     failures), so that the stage is not stamped and a rerun retries them."""
-    from sad_eval.agents.experts import expert_env_kwargs
-    from sad_eval.agents.hf import DecodingConfig
-    from sad_eval.agents.registry import AgentSpec
-    from sad_eval.run import RunConfig, execute
-
-    env_kwargs: dict[str, Any] = {}
-    if agent in ("expert", "oracle"):
-        env_kwargs.update(expert_env_kwargs(plan.name))
-    if max_steps:
-        env_kwargs["max_steps"] = max_steps
-    spec = AgentSpec(agent=agent, env=plan.name, decoding=DecodingConfig(seed=seed, **decoding),
-                     base_url=plan.base_url if agent == plan.teacher else None, prefix_cache=prefix_cache,
-                     exemplars=exemplars, top_logprobs=teacher_topk)
-    execute(RunConfig(spec=spec, split=split, out=out, seed=seed, batch=batch, workers=workers, limit=n,
-                      samples=samples, env_kwargs=env_kwargs, kind=kind, subset=plan.subset), progress=progress)
+    from sad_eval.run import execute
+    from sad_eval.settings import run_config
     from sad_eval.trajectory import read_trajectories
 
+    out = settings.out
+    execute(run_config(settings), progress=settings.progress)
     errored = [ep for ep in read_trajectories(out) if ep.status == "error"] if out.is_file() else []
     if errored:
         first = (errored[0].error or "unknown error").splitlines()[0][:200]
@@ -410,42 +403,43 @@ def _rollout(agent: str, plan: EnvPlan, split: str, n: int | None, out: Path, se
     return None
 
 
+def collect_settings(cfg: ExperimentConfig, plan: EnvPlan, part: str, root: Path, progress: bool = True):
+    """The teacher's run on the train split (``part`` "train": `collect`, what students learn from) or
+    on the eval split ("eval": `eval`, the teacher's row of the tables)."""
+    from sad_eval.agents.registry import agent_kind
+    from sad_eval.settings import COLLECT, EVAL, RunSettings
+
+    c, train = cfg.collect, part == "train"
+    # collect.teacher_topk: the model teacher's top-k beside its train trajectories (--loss kl)
+    topk = int(c.get("teacher_topk", 0)) if train and agent_kind(plan.teacher).generates else 0
+    return RunSettings(agent=plan.teacher, env=plan.name, kind=COLLECT if train else EVAL,
+                       split=plan.train_split if train else plan.eval_split,
+                       n=plan.train_tasks if train else plan.eval_tasks, subset=plan.subset,
+                       max_steps=None if train else plan.max_steps, out=teacher_file(root, plan.name, part),
+                       batch=int(c["batch"]) if "batch" in c else None, workers=int(c.get("workers", 1)),
+                       samples=int(c.get("samples", 1)) if train else 1, base_url=plan.base_url,
+                       exemplars=_teacher_exemplars(plan) or None, teacher_topk=topk, progress=progress)
+
+
 def _collect_stage(cfg: ExperimentConfig, plan: EnvPlan, root: Path, stages: Stages, progress: bool) -> None:
-    from sad_eval.agents.registry import default_batch
-
-    c = cfg.collect
-    workers, samples = int(c.get("workers", 1)), int(c.get("samples", 1))
-    for part, split, n, steps in (("train", plan.train_split, plan.train_tasks, None),
-                                  ("eval", plan.eval_split, plan.eval_tasks, plan.max_steps)):
-        out = root / "teacher" / f"{plan.name}-{part}.jsonl"
-        settings = {"teacher": plan.teacher, "split": split, "n": n, "samples": samples if part == "train" else 1,
-                    "max_steps": steps, "subset": plan.subset}
-        shots = _teacher_exemplars(plan)
-        if shots:  # only when set: zero-shot stages keep their digests
-            settings["exemplars"] = shots
-        # collect.teacher_topk: the model teacher's top-k beside its train trajectories (--loss kl)
-        topk = int(c.get("teacher_topk", 0)) if part == "train" and not _scripted(plan) else 0
-        if topk:
-            settings["teacher_topk"] = topk
-        cmd = (f"sad-eval {'collect --teacher' if part == 'train' else 'eval --agent'} {plan.teacher} --env {plan.name} "
-               f"--split {split}" + (f" -n {n} --subset {plan.subset}" if n else "")
-               + (f" --max-steps {steps}" if steps else "") + f" --out {out}"
-               + (f" --exemplars {shots}" if shots else "") + (f" --teacher-topk {topk}" if topk else ""))
-        stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings),
-                   lambda out=out, split=split, n=n, steps=steps, s=settings, topk=topk: _rollout(
-                       plan.teacher, plan, split, n, out, 0, int(c.get("batch", default_batch(plan.teacher))), workers, s["samples"],
-                       {}, steps, "collect", progress, exemplars=shots or None, teacher_topk=topk), cmd)
-
-
-def _scripted(plan: EnvPlan) -> bool:
-    return plan.teacher in ("expert", "oracle")
+    for part in ("train", "eval"):
+        s = collect_settings(cfg, plan, part, root, progress)
+        # the stage's identity (kept as it was: finished stages of older runs stay finished)
+        settings = {"teacher": plan.teacher, "split": s.split, "n": s.n, "samples": s.samples,
+                    "max_steps": s.max_steps, "subset": plan.subset}
+        if s.exemplars:  # only when set: zero-shot stages keep their digests
+            settings["exemplars"] = s.exemplars
+        if s.teacher_topk:
+            settings["teacher_topk"] = s.teacher_topk
+        stages.run(f"collect-{plan.name}-{part}", inputs_hash(settings), lambda s=s: _rollout(s), stage_command(s))
 
 
 def _teacher_exemplars(plan: EnvPlan) -> str:
     """The plan's exemplars for a model teacher ("" for a scripted one, which writes no prompt)."""
     from sad_eval.agents.exemplars import parse_spec
+    from sad_eval.agents.registry import agent_kind
 
-    return "" if plan.teacher in ("expert", "oracle") else parse_spec(plan.exemplars)
+    return parse_spec(plan.exemplars) if agent_kind(plan.teacher).generates else ""
 
 
 def _student_exemplars(cfg: ExperimentConfig) -> dict[str, str]:
@@ -454,75 +448,109 @@ def _student_exemplars(cfg: ExperimentConfig) -> dict[str, str]:
     return {p.name: parse_spec(p.exemplars) for p in cfg.envs if parse_spec(p.exemplars)}
 
 
+def _distill_opts(cfg: ExperimentConfig) -> dict[str, Any]:
+    # train on exactly the contexts eval will show: same room left for the generated turn
+    opts = {"reserve": cfg.max_new_tokens, **cfg.distill}
+    if _student_exemplars(cfg):  # only when set: zero-shot stages keep their digests
+        opts["exemplars"] = _student_exemplars(cfg)
+    return opts
+
+
+def distill_settings(cfg: ExperimentConfig, student: Student, method: str, seed: int, root: Path,
+                     progress: bool = True, resume: bool = False):
+    from sad_eval.distill.config import TrainConfig
+
+    opts = _distill_opts(cfg)
+    opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
+    return TrainConfig(data=[str(teacher_file(root, p.name, "train")) for p in cfg.envs], student=student.student,
+                       out=str(ckpt_dir(root, student_key(student, method, seed))), method=method, seed=seed,
+                       init_from_layers=student.init_from_layers, resume=resume, progress=progress, **opts)
+
+
 def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int, root: Path,
                    stages: Stages, progress: bool) -> None:
-    from sad_eval.distill.trainer import TrainConfig, train
+    from sad_eval.distill.api import run_training
 
-    data = [root / "teacher" / f"{p.name}-train.jsonl" for p in cfg.envs]
-    out = root / "ckpt" / student_key(student, method, seed)
-    # train on exactly the contexts eval will show: same room left for the generated turn
-    distill_opts = {"reserve": cfg.max_new_tokens, **cfg.distill}
-    if _student_exemplars(cfg):  # only when set: zero-shot stages keep their digests
-        distill_opts["exemplars"] = _student_exemplars(cfg)
+    data = [teacher_file(root, p.name, "train") for p in cfg.envs]
+    key = student_key(student, method, seed)
+    out = ckpt_dir(root, key)
     settings = {"student": student.__dict__, "method": method, "seed": seed,
-                **{k: v for k, v in distill_opts.items() if k not in SPEED_ONLY}}
+                **{k: v for k, v in _distill_opts(cfg).items() if k not in SPEED_ONLY}}
     digest = inputs_hash(settings, data)
+    stamp = partial_file(root, f"distill-{key}")
+    # resume only a run of the same inputs; otherwise start over
+    resume = _stamp_text(stamp) == digest and (out / "training_args.json").is_file()
+    tc = distill_settings(cfg, student, method, seed, root, progress, resume)
 
     def go() -> None:
-        stamp = root / "stages" / f"distill-{student_key(student, method, seed)}.partial"
-        # resume only a run of the same inputs; otherwise start over
-        resume = _stamp_text(stamp) == digest and (out / "training_args.json").is_file()
-        if not resume:
+        if not tc.resume:
             shutil.rmtree(out, ignore_errors=True)
         write_text_atomic(stamp, digest)
-        opts = dict(distill_opts)
-        opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
-        tc = TrainConfig(data=[str(d) for d in data], student=student.student, out=str(out), method=method,
-                         seed=seed, init_from_layers=student.init_from_layers, resume=resume,
-                         progress=progress, **opts)
-        train(tc, log=lambda msg, *_: _show_warning(stages.log, msg))
+        run_training(tc, log=lambda msg, *_: _show_warning(stages.log, msg))
         stamp.unlink(missing_ok=True)
 
-    cmd = ("sad-eval distill " + " ".join(f"--data {d}" for d in data) + f" --student {student.student}"
-           + (f" --init-from-layers {student.init_from_layers}" if student.init_from_layers else "")
-           + f" --method {method} --seed {seed} --out {out} "
-           + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in distill_opts.items() if k != "exemplars")
-           + "".join(f" --exemplars {e}={x}" for e, x in distill_opts.get("exemplars", {}).items()))
-    stages.run(f"distill-{student_key(student, method, seed)}", digest, go, cmd)
+    stages.run(f"distill-{key}", digest, go, stage_command(tc))
+
+
+def eval_settings(cfg: ExperimentConfig, student: Student, method: str, seed: int, plan: EnvPlan, root: Path,
+                  progress: bool = True):
+    from sad_eval.settings import EVAL, RunSettings
+
+    key, e = student_key(student, method, seed), cfg.eval
+    return RunSettings(agent=str(ckpt_dir(root, key)), env=plan.name, kind=EVAL, split=plan.eval_split,
+                       n=plan.eval_tasks, subset=plan.subset, max_steps=plan.max_steps,
+                       out=eval_file(root, key, plan.name), seed=seed, batch=int(e.get("batch", 8)),
+                       max_new_tokens=cfg.max_new_tokens, prefix_cache=bool(e.get("prefix_cache", True)),
+                       threads=int(e["threads"]) if e.get("threads") else None, progress=progress)
 
 
 def _eval_stage(cfg: ExperimentConfig, student: Student, method: str, seed: int, plan: EnvPlan, root: Path,
                 stages: Stages, progress: bool) -> None:
     key = student_key(student, method, seed)
-    ckpt = root / "ckpt" / key
-    out = root / "eval" / key / f"{plan.name}.jsonl"
-    e = cfg.eval
-    decoding = {"max_new_tokens": cfg.max_new_tokens}
+    s = eval_settings(cfg, student, method, seed, plan, root, progress)
     settings = {"split": plan.eval_split, "n": plan.eval_tasks, "max_steps": plan.max_steps, "subset": plan.subset,
-                **{k: v for k, v in e.items() if k not in SPEED_ONLY}}
-    digest = inputs_hash(settings, [ckpt])
-    if e.get("threads"):
-        import os
-
-        os.environ["SAD_EVAL_THREADS"] = str(e["threads"])
+                **{k: v for k, v in cfg.eval.items() if k not in SPEED_ONLY}}
+    digest = inputs_hash(settings, [ckpt_dir(root, key)])
 
     def go() -> Incomplete | None:
+        from sad_eval.run import manifest_path
+
         # a changed checkpoint invalidates earlier episodes
-        stamp = root / "stages" / f"eval-{key}-{plan.name}.partial"
+        stamp = partial_file(root, f"eval-{key}-{plan.name}")
         if _stamp_text(stamp) != digest:
-            out.unlink(missing_ok=True)
-            out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json").unlink(missing_ok=True)
+            s.out.unlink(missing_ok=True)
+            manifest_path(s.out).unlink(missing_ok=True)
         write_text_atomic(stamp, digest)
-        result = _rollout(str(ckpt), plan, plan.eval_split, plan.eval_tasks, out, seed, int(e.get("batch", 8)), 1, 1,
-                          decoding, plan.max_steps, "eval", progress,
-                          prefix_cache=bool(e.get("prefix_cache", True)))
+        result = _rollout(s)
         if result is None:
             stamp.unlink(missing_ok=True)  # kept otherwise: the rerun resumes this file
         return result
 
-    cmd = (f"sad-eval eval --agent {ckpt} --env {plan.name} --split {plan.eval_split}"
-           + (f" -n {plan.eval_tasks} --subset {plan.subset}" if plan.eval_tasks else "")
-           + (f" --max-steps {plan.max_steps}" if plan.max_steps else "")
-           + ("" if e.get("prefix_cache", True) else " --no-prefix-cache")
-           + f" --max-new-tokens {decoding['max_new_tokens']} --seed {seed} --out {out}")
-    stages.run(f"eval-{key}-{plan.name}", digest, go, cmd)
+    stages.run(f"eval-{key}-{plan.name}", digest, go, stage_command(s))
+
+
+def stage_settings(cfg: ExperimentConfig, root: Path, progress: bool = True) -> dict[str, Any]:
+    """{stage name: the settings it runs with} of every collect, distill and eval stage, in run order
+    (a distill stage as it starts: a resumed one adds --resume)."""
+    out: dict[str, Any] = {}
+    for plan in cfg.envs:
+        for part in ("train", "eval"):
+            out[f"collect-{plan.name}-{part}"] = collect_settings(cfg, plan, part, root, progress)
+    for student in cfg.students:
+        for seed in cfg.seeds:
+            for method in cfg.methods:
+                key = student_key(student, method, seed)
+                out[f"distill-{key}"] = distill_settings(cfg, student, method, seed, root, progress)
+                for plan in cfg.envs:
+                    out[f"eval-{key}-{plan.name}"] = eval_settings(cfg, student, method, seed, plan, root, progress)
+    return out
+
+
+def check_stages(cfg: ExperimentConfig, root: Path) -> None:
+    """Every stage's settings, checked as its command would check them, before the first stage runs
+    (a bad distill setting is found before an hour of collection, not after)."""
+    from sad_eval.distill.config import TrainConfig, validate_train_config
+    from sad_eval.settings import run_config
+
+    for s in stage_settings(cfg, root).values():
+        validate_train_config(s) if isinstance(s, TrainConfig) else run_config(s)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Callable
 
 from sad_eval.agents.registry import AgentSpec
 from sad_eval.errors import SadEvalError, redact_url
+from sad_eval.provenance import data_checksum, versions
 from sad_eval.statefiles import FileLock, read_json_state, write_json_atomic
 from sad_eval.trajectory import Episode, TrajectoryWriter, drop_errored, recorded_keys
 
@@ -68,25 +68,6 @@ def manifest_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json")
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("sad-eval", "torch", "transformers", "gymnasium", "textworld", "alfworld", "bm25s"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def _data_checksum() -> str | None:
-    from sad_eval.paths import data_root
-
-    sums = data_root() / "SHA256SUMS"
-    return hashlib.sha256(sums.read_bytes()).hexdigest() if sums.is_file() else None
-
-
 def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, Any]:
     return {
         "format": MANIFEST_FORMAT,
@@ -107,8 +88,8 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
         "jobs": jobs,
         "tasks_sha256": hashlib.sha256("\n".join(task_ids).encode()).hexdigest(),
         "env_kwargs": redact_urls({k: v for k, v in cfg.env_kwargs.items() if "key" not in k.lower()}),
-        "versions": _versions(),
-        "data_sha256sums": _data_checksum(),
+        "versions": versions(),
+        "data_sha256sums": data_checksum(),
         "command": redact_url(" ".join(["sad-eval", *sys.argv[1:]])) if sys.argv and "sad" in sys.argv[0] else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -222,7 +203,7 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
 
     env_name = cfg.spec.env
     topk = cfg.spec.top_logprobs
-    if topk and cfg.spec.kind == "scripted":
+    if topk and not cfg.spec.custom and not cfg.spec.agent_kind.generates:
         raise SadEvalError("--teacher-topk needs a model teacher (a checkpoint or openai:MODEL)")
     if cfg.overwrite:
         out.unlink(missing_ok=True)
@@ -261,7 +242,7 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
                 on_episode(ep)
 
         if todo:
-            if cfg.workers > 1 and cfg.spec.kind == "scripted":
+            if cfg.workers > 1 and cfg.spec.agent_kind.worker_processes:
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
             else:
                 if cfg.spec.kind == "hf":

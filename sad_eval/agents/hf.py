@@ -23,11 +23,9 @@ from typing import Any, Sequence
 from sad_eval.agents.base import EpisodeState, Turn
 from sad_eval.agents.kv_reuse import KVStore, ReuseStats, decode_with_reuse
 from sad_eval.agents.prompts import build_context
+from sad_eval.agents.stops import ACTION_LINE_END, stop_index  # noqa: F401 (ACTION_LINE_END: its old home)
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
-
-# The generated turn ends at the newline that closes an action line.
-ACTION_LINE_END = re.compile(r"(?:^|\s)(?:Action|Answer):[^\n]*\S[^\n]*\n")
 
 
 @dataclass
@@ -50,20 +48,6 @@ class DecodingConfig:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def _stop_index(text: str, stop: Sequence[str], action_stop: bool) -> int | None:
-    """Where to cut generated text: after the action line, or before a stop string."""
-    cut = None
-    if action_stop:
-        m = ACTION_LINE_END.search(text)
-        if m:
-            cut = m.end()
-    for s in stop:
-        i = text.find(s)
-        if i >= 0 and (cut is None or i < cut):
-            cut = i
-    return cut
 
 
 class HFGenerator:
@@ -143,7 +127,7 @@ class HFGenerator:
                         done.append(False)
                         continue
                     text = tok.decode(row, skip_special_tokens=True)
-                    done.append(_stop_index(text, stop, action_stop) is not None)
+                    done.append(stop_index(text, stop, action_stop) is not None)
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
         gen_kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
@@ -204,7 +188,7 @@ class HFGenerator:
         def is_done(i: int, gen: list[int], last: int) -> bool:
             if not stop and last not in newline_ids:
                 return False
-            return _stop_index(tok.decode(gen, skip_special_tokens=True), stop, action_stop) is not None
+            return stop_index(tok.decode(gen, skip_special_tokens=True), stop, action_stop) is not None
 
         logprobs = logprobs or top_logprobs > 0  # top-N comes with the chosen token's own log-prob
         rows, caches = decode_with_reuse(
@@ -227,7 +211,7 @@ class HFGenerator:
         then cut after the action line or before a stop string."""
         n = next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
         text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-        cut = _stop_index(text, stop, action_stop)
+        cut = stop_index(text, stop, action_stop)
         if cut is not None:
             text = text[:cut]
             n = min(n, self._tokens_for_prefix(ids[:n], len(text)))

@@ -41,12 +41,12 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from sad_eval.agents.base import EpisodeState, Turn
-from sad_eval.agents.hf import DecodingConfig, _stop_index
+from sad_eval.agents.hf import DecodingConfig
 from sad_eval.agents.prompts import ELIDED, build_context, build_messages, render
+from sad_eval.agents.stops import OBS_STOP, stop_index
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
 
-OBS_STOP = "\nObservation:"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 SPEC_PREFIX = "openai:"
 
@@ -384,9 +384,9 @@ class OpenAIPolicy:
             raise self._fail(f"endpoint {self.base_url}{path} answered without choices", status=502) from None
         text = text or ""
         # after the action line (newline kept, as local generation does), else before a hallucinated observation
-        cut = _stop_index(text, (), action_stop=True)
+        cut = stop_index(text, (), action_stop=True)
         if cut is None:
-            cut = _stop_index(text, [OBS_STOP], action_stop=False)
+            cut = stop_index(text, [OBS_STOP], action_stop=False)
         if cut is not None:
             text = text[:cut]
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}

@@ -1,20 +1,76 @@
-"""Turn an `--agent` string into a policy: `expert`/`oracle`, `openai:MODEL`, or a checkpoint."""
+"""The agent registry: what an `--agent` string names, and what each kind of agent needs.
+
+Kinds, tried in this order: a scripted teacher by name (`expert`, `oracle`: each env's own scripted
+teacher, sad_eval/agents/experts), `openai:MODEL` (an OpenAI-compatible endpoint), and otherwise a
+Hugging Face checkpoint: a directory, or a built-in model name (`smollm2-135m`, sad_eval/models.py).
+Each kind declares the env keywords it needs (a scripted teacher reads privileged facts the env
+exposes only when asked), its default batch, and whether it generates text (decoding, exemplars,
+top-k log-probs apply). Every consumer asks `agent_kind`; none compares agent names itself.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sad_eval.agents.hf import DecodingConfig
 
-SCRIPTED = ("expert", "oracle")
 # default episodes in lockstep: scripted experts gain nothing from it, and a batch of 8 would charge
 # each episode the whole batch's turn time in s/ep (measured 48.5 s/ep reported vs 6.5 s real, ALFWorld)
 SCRIPTED_BATCH, MODEL_BATCH = 1, 8
+OPENAI_PREFIX = "openai:"
+
+
+def _scripted_env_kwargs(env: str) -> dict[str, Any]:
+    from sad_eval.agents.experts import expert_env_kwargs
+
+    return expert_env_kwargs(env)
+
+
+def _no_env_kwargs(env: str) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class AgentKind:
+    name: str  # recorded in run manifests: scripted | openai | hf | custom
+    help: str  # how `--agent` spells it
+    matches: Callable[[str], bool]
+    env_kwargs: Callable[[str], dict[str, Any]] = _no_env_kwargs  # what the env must be built with
+    batch: int = MODEL_BATCH  # default episodes in lockstep
+    generates: bool = True  # a model: decoding, chat, exemplars and top-k log-probs apply
+    worker_processes: bool = False  # --workers > 1 runs it in separate processes (CPU-bound, picklable)
+
+
+SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted teacher
+
+KINDS: list[AgentKind] = [
+    AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _scripted_env_kwargs,
+              batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
+    AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX)),
+    AgentKind("hf", "checkpoint dir | smollm2-135m", lambda a: True),
+]
+# a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
+CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, generates=False)
+SCRIPTED = SCRIPTED_NAMES  # the old name
+
+
+def agent_kind(agent: str) -> AgentKind:
+    return next(k for k in KINDS if k.matches(agent))
+
+
+def agent_help() -> str:
+    """`--agent`'s help: every kind, as the registry knows them."""
+    return " | ".join(k.help for k in KINDS)
+
+
+def agent_env_kwargs(agent: str, env: str) -> dict[str, Any]:
+    """Constructor keywords ``env`` needs for ``agent`` (e.g. the privileged facts a scripted teacher reads)."""
+    return dict(agent_kind(agent).env_kwargs(env))
 
 
 def default_batch(agent: str) -> int:
-    return SCRIPTED_BATCH if agent in SCRIPTED else MODEL_BATCH
+    return agent_kind(agent).batch
 
 
 @dataclass
@@ -36,24 +92,23 @@ class AgentSpec:
     # > 0: the policy returns, per generated token, the top-N (id, log-prob) (collect --teacher-topk),
     # endpoint tokens mapped to ``tokenizer``'s ids (the student's; default SmolLM2's)
     top_logprobs: int = 0
+    # also, for openai: counts context tokens (default: none; a safe estimate)
     tokenizer: str | None = None
+    threads: int | None = None  # HF agents: torch CPU threads (speed only: not in describe())
     extra: dict[str, Any] = field(default_factory=dict)
-    tokenizer: str | None = None  # openai: counts context tokens (default: none; a safe estimate)
     custom: bool = False  # a user's own Policy object (the Python API): not rebuilt from this spec
 
     @property
+    def agent_kind(self) -> AgentKind:
+        return CUSTOM if self.custom else agent_kind(self.agent)
+
+    @property
     def kind(self) -> str:
-        if self.custom:
-            return "custom"
-        if self.agent in SCRIPTED:
-            return "scripted"
-        if self.agent.startswith("openai:"):
-            return "openai"
-        return "hf"
+        return self.agent_kind.name
 
     def describe(self) -> dict[str, Any]:
         d = {"agent": self.agent, "kind": self.kind}
-        if self.kind not in ("scripted", "custom"):
+        if self.agent_kind.generates:
             d.update(decoding=self.decoding.as_dict(), chat=self.chat)
         if self.kind == "openai":
             d.update(base_url=self.base_url, api=self.api, max_context=self.max_context,
@@ -64,7 +119,7 @@ class AgentSpec:
             d["checkpoint"] = str(resolve_model(self.agent))
             d["max_context"] = self.max_context
             d["prefix_cache"] = self.prefix_cache  # speed only: outputs are the same
-        if self.kind not in ("scripted", "custom"):
+        if self.agent_kind.generates:
             d["exemplars"] = agent_exemplars(self).describe()
         if self.top_logprobs:
             d["teacher_topk"] = self.top_logprobs
@@ -127,5 +182,5 @@ def make_policy(spec: AgentSpec):
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
-                    logprobs=spec.logprobs, exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
+                    logprobs=spec.logprobs, threads=spec.threads, exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
                     prefix_cache=spec.prefix_cache)

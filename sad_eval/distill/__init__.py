@@ -1,7 +1,7 @@
 """Distillation: teacher trajectories -> training sequences -> a student checkpoint.
 
 The package is also the Python API's `sad_eval.distill(data, student, out, method="sad", **options)`
-(see `sad_eval.api.distill`): ``sad_eval.distill`` names this package as soon as any of its modules
+(see `sad_eval.distill.api.distill`): ``sad_eval.distill`` names this package as soon as any of its modules
 is imported, so the package itself is made callable rather than shadowed by it.
 """
 
@@ -11,7 +11,7 @@ import types
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, *args, **kwargs):
-        from sad_eval.api import distill
+        from sad_eval.distill.api import distill
 
         return distill(*args, **kwargs)
 

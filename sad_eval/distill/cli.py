@@ -8,82 +8,28 @@ from typing import List, Optional
 import typer
 
 from sad_eval.agents.exemplars import parse_env_specs
+from sad_eval.distill.config import EXEMPLARS_HELP, TrainConfig
 from sad_eval.errors import SadEvalError
+from sad_eval.options import command
 
-EXEMPLARS_HELP = ("Few-shot exemplars of the prompts, as the harness's --exemplars: SPEC for every env or "
-                  "ENV=SPEC (repeatable); the checkpoint records them and is evaluated with them.")
+DISTILL_DOC = "Distill teacher trajectories into a student (SAD span-weighted CE/KL, or a baseline)."
 
 
-def _rules(items: Optional[List[str]]) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        env, sep, rule = it.partition("=")
-        if not sep or not env or not rule:
-            raise SadEvalError(f"--rule {it!r}: expected ENV=RULE, e.g. hotpotqa=hotpotqa-two-phase")
-        out[env] = rule
-    return out
+def run_distill(cfg: TrainConfig):
+    """`sad-eval distill`: train, logging to stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from sad_eval.distill.api import run_training
+
+    console = Console(stderr=True)
+    return run_training(cfg, log=lambda m: console.print(escape(str(m)), highlight=False))
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("distill")
-    def distill_cmd(
-        data: List[Path] = typer.Option(..., "--data", help="Teacher trajectory JSONL (repeatable)."),
-        student: str = typer.Option(..., "--student", help="Student: a checkpoint dir, smollm2-135m, or a size: tiny | small | base."),
-        out: Path = typer.Option(..., "--out", help="Output checkpoint dir (e.g. ckpt/NAME)."),
-        method: str = typer.Option("sad", "--method", help="sad | token | no-seg | reason-only | action-only | random-span | lm (plain causal LM)."),
-        loss: str = typer.Option("ce", "--loss", help="ce (hard targets) | kl (teacher distributions)."),
-        teacher: Optional[str] = typer.Option(None, "--teacher", help="Online teacher checkpoint for --loss kl (same tokenizer)."),
-        teacher_topk: Optional[List[Path]] = typer.Option(None, "--teacher-topk", help="Top-k sidecar(s) for --loss kl (default: DATA.topk.safetensors)."),
-        init_from_layers: Optional[int] = typer.Option(None, "--init-from-layers", help="Initialise from the first K layers (+embeddings) of --init-source (named sizes) or of --student."),
-        init_source: str = typer.Option("smollm2-135m", "--init-source", help="Model whose layers --init-from-layers copies into a named size."),
-        max_steps: int = typer.Option(200, "--max-steps", help="Optimizer steps."),
-        lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate (AdamW)."),
-        warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warmup steps (default 5% of --max-steps)."),
-        weight_decay: float = typer.Option(0.01, "--weight-decay"),
-        batch_size: int = typer.Option(4, "--batch-size", help="Sequences per micro-batch per process."),
-        grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
-        seq_len: int = typer.Option(2048, "--seq-len", help="Max tokens per training sequence (the harness's context budget)."),
-        reserve: int = typer.Option(128, "--reserve", help="The harness's max_new_tokens: contexts are built leaving this room."),
-        lambda_reason: float = typer.Option(1.0, "--lambda-reason", help="λr: weight of the REASON mean."),
-        lambda_act: float = typer.Option(1.0, "--lambda-act", help="λa: weight of the ACT mean."),
-        temperature: float = typer.Option(1.0, "--temperature", help="KD temperature T (loss scaled by T²)."),
-        curriculum: str = typer.Option("none", "--curriculum", help="none | sorted | competence."),
-        alpha: float = typer.Option(1.0, "--alpha", help="Complexity weight of |REASON| tokens."),
-        beta: float = typer.Option(1.0, "--beta", help="Complexity weight of |ACT| tokens."),
-        gamma: float = typer.Option(1.0, "--gamma", help="Complexity weight of mean teacher entropy (nats)."),
-        competence_steps: Optional[int] = typer.Option(None, "--competence-steps", help="Steps to full competence (default max-steps/2)."),
-        seed: int = typer.Option(0, "--seed"),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
-        stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Checkpoint and exit after this step (resume later with --resume)."),
-        chat: bool = typer.Option(True, "--chat/--no-chat", help="Render with the tokenizer's chat template (as the harness does)."),
-        only_success: bool = typer.Option(True, "--only-success/--all-episodes", help="Skip failed teacher episodes."),
-        rule: Optional[List[str]] = typer.Option(None, "--rule", help="Segmentation rule per env, ENV=RULE (e.g. hotpotqa=hotpotqa-two-phase)."),
-        exemplars: Optional[List[str]] = typer.Option(None, "--exemplars", help=EXEMPLARS_HELP),
-        eval_frac: float = typer.Option(0.1, "--eval-frac", help="Share of episodes held out for the per-span eval loss."),
-        eval_every: int = typer.Option(50, "--eval-every", help="Held-out loss every N steps (0: never)."),
-        save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: at the end only)."),
-        log_every: int = typer.Option(10, "--log-every", help="Print a line every N steps when there is no progress bar."),
-        bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on for CUDA, off on CPU)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if available)."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-    ):
-        """Distill teacher trajectories into a student (SAD span-weighted CE/KL, or a baseline)."""
-        from rich.console import Console
-        from rich.markup import escape
-
-        from sad_eval.api import distill
-
-        console = Console(stderr=True)
-        distill(
-            data, student, out, method, log=lambda m: console.print(escape(str(m)), highlight=False), loss=loss, teacher=teacher,
-            teacher_topk=[str(p) for p in teacher_topk] if teacher_topk else None,
-            init_from_layers=init_from_layers, init_source=init_source, max_steps=max_steps, lr=lr,
-            warmup_steps=warmup_steps, weight_decay=weight_decay, batch_size=batch_size, grad_accum=grad_accum,
-            seq_len=seq_len, reserve=reserve, lambda_reason=lambda_reason, lambda_act=lambda_act,
-            temperature=temperature, curriculum=curriculum, alpha=alpha, beta=beta, gamma=gamma,
-            competence_steps=competence_steps, seed=seed, resume=resume, stop_at=stop_at, chat=chat, only_success=only_success,
-            rules=_rules(rule), exemplars=parse_env_specs(exemplars), eval_frac=eval_frac, eval_every=eval_every, save_every=save_every,
-            log_every=log_every, bf16=bf16, device=device, threads=threads)
+    # the options are TrainConfig's fields (sad_eval/distill/config.py): one source for the command
+    # line, the Python API and an experiment's distill stage
+    app.command("distill")(command(TrainConfig, "distill", run_distill, DISTILL_DOC))
 
     @app.command("export")
     def export_cmd(

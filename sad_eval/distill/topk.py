@@ -109,7 +109,7 @@ def teacher_topk_entries(examples, teacher, k: int, device="cpu", batch_size: in
     """Run the teacher over the training windows and collect top-k rows for every target turn."""
     import torch
 
-    from sad_eval.distill.trainer import pad_batch
+    from sad_eval.distill.batching import pad_batch
 
     entries = {}
     teacher.eval()

@@ -28,7 +28,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,63 +36,14 @@ import torch
 import torch.nn as nn
 
 from sad_eval.distill import losses
+from sad_eval.distill.batching import pad_batch
 from sad_eval.distill.checkpoint import (ARGS_FILE, LOG_FILE, STATE_FILE, load_state, recover_checkpoint,
                                          save_checkpoint, set_rng_state, truncate_log)
+from sad_eval.distill.config import TrainConfig, validate_train_config  # noqa: F401 (their old home)
 from sad_eval.distill.curriculum import Schedule, complexity
 from sad_eval.distill.distributed import all_reduce, init_distributed
 from sad_eval.distill.methods import METHODS, groups_for, random_span_masks
 from sad_eval.errors import SadEvalError
-
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    student: str
-    out: str
-    method: str = "sad"
-    loss: str = "ce"  # ce | kl
-    teacher: str | None = None  # online teacher checkpoint (kl)
-    teacher_topk: list[str] | None = None  # top-k sidecars (kl without --teacher); default: beside --data
-    init_from_layers: int | None = None
-    init_source: str = "smollm2-135m"
-    max_steps: int = 200
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # default: 5% of max_steps
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 1
-    seq_len: int = 2048  # holds a WebShop page + the prompt; measured in docs/distill.md ("Context policy")
-    reserve: int = 128  # the harness's max_new_tokens (see examples.py)
-    lambda_reason: float = 1.0
-    lambda_act: float = 1.0
-    temperature: float = 1.0
-    curriculum: str = "none"
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    c0: float = 0.1
-    competence_steps: int | None = None  # default: max_steps // 2
-    seed: int = 0
-    resume: bool = False
-    stop_at: int | None = None  # checkpoint and exit after this step (time-limited jobs); resume later
-    chat: bool = True
-    only_success: bool = True
-    rules: dict[str, str] = field(default_factory=dict)
-    # few-shot exemplars of the prompts, {env or "*": spec} (agents/exemplars.py): the harness's
-    # prompt for this student (an HF agent built from the checkpoint reads them back)
-    exemplars: dict[str, str] = field(default_factory=dict)
-    eval_frac: float = 0.1
-    eval_every: int = 50
-    save_every: int = 0  # 0: only at the end
-    log_every: int = 10
-    bf16: bool | None = None  # None: on for CUDA, off on CPU (measured slower there; docs/distill.md)
-    device: str | None = None
-    threads: int | None = None
-    progress: bool = True
-
 
 # ------------------------------------------------------------------ small helpers
 
@@ -116,18 +67,6 @@ def require_spans(cfg: "TrainConfig", episodes, bstats) -> None:
         spans = segment(linearize(ep.steps, ep.env), ep.env, cfg.rules.get(ep.env))
         require_reason_and_act(spans, f"{where} {ep.task_id}")
     raise SadEvalError(f"{where}s have no {' / '.join(k for k in need if not have[k])} span")
-
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids [B, T] and a 0/1 real-token mask. With right padding and causal attention
-    no real token attends to a pad, so the model needs no attention mask."""
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    real = torch.zeros((len(seqs), t), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        real[i, :len(s)] = True
-    return ids, real
-
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to lr, then cosine decay to min_lr_ratio·lr at max_steps."""

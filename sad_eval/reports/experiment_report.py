@@ -54,10 +54,10 @@ def _load(path: Path) -> list[Episode]:
 
 def results(root: Path, cfg) -> pd.DataFrame:
     """Long table: one row per (row label, method, student, seed, env) with all metrics."""
-    from sad_eval.experiment import student_key
+    from sad_eval.layout import eval_file, partial_file, student_key, teacher_file
 
     rows: list[dict[str, Any]] = []
-    teachers = {p.name: _load(root / "teacher" / f"{p.name}-eval.jsonl") for p in cfg.envs}
+    teachers = {p.name: _load(teacher_file(root, p.name, "eval")) for p in cfg.envs}
     for p in cfg.envs:
         if teachers[p.name]:
             rows.append({"row": "teacher", "method": "teacher", "student": "teacher", "seed": 0,
@@ -67,9 +67,9 @@ def results(root: Path, cfg) -> pd.DataFrame:
             for seed in cfg.seeds:
                 for p in cfg.envs:
                     key = student_key(s, m, seed)
-                    if (root / "stages" / f"eval-{key}-{p.name}.partial").is_file():
+                    if partial_file(root, f"eval-{key}-{p.name}").is_file():
                         continue  # an interrupted eval: a partial task set would bias the means
-                    eps = _load(root / "eval" / key / f"{p.name}.jsonl")
+                    eps = _load(eval_file(root, key, p.name))
                     if eps:
                         rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
                                      "env": p.name, **summarize(eps, teachers[p.name] or None, max_new_tokens=cfg.max_new_tokens)})
@@ -149,12 +149,12 @@ def _param_counts(root: Path, cfg) -> dict[str, int]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sad_eval.experiment import student_key
+    from sad_eval.layout import ckpt_dir, student_key
 
     counts = {}
     for s in cfg.students:
         for m, seed in ((m, seed) for m in cfg.methods for seed in cfg.seeds):
-            ck = root / "ckpt" / student_key(s, m, seed)
+            ck = ckpt_dir(root, student_key(s, m, seed))
             if (ck / "config.json").is_file():
                 with torch.device("meta"):
                     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ck))
@@ -361,7 +361,7 @@ def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
 def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     """Write every table and figure into ROOT/report and tie them together in report.md.
     `merge`: other shards' results_long.csv files whose rows join this run's."""
-    from sad_eval.run import _versions
+    from sad_eval.provenance import versions
 
     rep = root / "report"
     rep.mkdir(parents=True, exist_ok=True)
@@ -425,7 +425,7 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
     cmds = [f"    {v['command']}" for v in manifest.get("stages", {}).values() if v.get("command")]
     parts += ["## Commands\n", "Each stage, as the equivalent command line:\n", "\n".join(cmds) + "\n",
-              "## Versions\n", "\n".join(f"- {k} {v}" for k, v in _versions().items()) + "\n"]
+              "## Versions\n", "\n".join(f"- {k} {v}" for k, v in versions().items()) + "\n"]
     (rep / "report.md").write_text("\n".join(parts))
     return rep / "report.md"
 
