@@ -395,7 +395,9 @@ def _rollout(settings) -> Incomplete | None:
     from sad_eval.trajectory import read_trajectories
 
     out = settings.out
-    execute(run_config(settings), progress=settings.progress)
+    cfg = run_config(settings)
+    cfg.command = stage_command(settings)  # the trajectory file's manifest names its stage's command
+    execute(cfg, progress=settings.progress)
     errored = [ep for ep in read_trajectories(out) if ep.status == "error"] if out.is_file() else []
     if errored:
         first = (errored[0].error or "unknown error").splitlines()[0][:200]

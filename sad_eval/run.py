@@ -50,6 +50,7 @@ class RunConfig:
     subset: str = "stratified"  # how `limit` tasks are chosen (harness.select_tasks)
     subset_seed: int = 0
     policy: Any = None  # a ready Policy object (the Python API's own-policy case); else built from `spec`
+    command: str | None = None  # the command line that runs this (an experiment's stage); else sys.argv's
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -90,7 +91,8 @@ def build_manifest(cfg: RunConfig, task_ids: list[str], jobs: int) -> dict[str, 
         "env_kwargs": redact_urls({k: v for k, v in cfg.env_kwargs.items() if "key" not in k.lower()}),
         "versions": versions(),
         "data_sha256sums": data_checksum(),
-        "command": redact_url(" ".join(["sad-eval", *sys.argv[1:]])) if sys.argv and "sad" in sys.argv[0] else None,
+        "command": redact_url(cfg.command or " ".join(["sad-eval", *sys.argv[1:]]))
+        if cfg.command or (sys.argv and "sad" in sys.argv[0]) else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

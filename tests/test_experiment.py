@@ -12,12 +12,55 @@ from sad_eval.experiment import load_config, run_experiment
 MICRO = Path(__file__).parent / "data" / "micro.yaml"
 
 
+RAN_WITH: dict = {}  # output path -> the settings object a stage of the micro run ran with
+
+
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory, data_root, smol_tokenizer):
+    """The micro config run once; every stage's settings recorded as the runner received them."""
+    import sad_eval.distill.api
+    import sad_eval.settings
+
     root = tmp_path_factory.mktemp("exp") / "micro"
     logs = []
-    run_experiment(MICRO, root, log=logs.append, progress=False)
+    real_config, real_train = sad_eval.settings.run_config, sad_eval.distill.api.run_training
+
+    def run_config(s, policy=None):
+        RAN_WITH[str(s.out)] = s
+        return real_config(s, policy)
+
+    def run_training(cfg, log=None):
+        RAN_WITH[cfg.out] = cfg
+        return real_train(cfg, log)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sad_eval.settings, "run_config", run_config)
+        mp.setattr(sad_eval.distill.api, "run_training", run_training)
+        run_experiment(MICRO, root, log=logs.append, progress=False)
     return root, logs
+
+
+def test_every_stage_command_parses_to_the_settings_the_stage_ran_with(micro_run):
+    """manifest.json's commands are real commands: the CLI's own parser turns each into exactly the
+    settings object its stage ran with (so pasting one reruns that stage)."""
+    import shlex
+
+    from sad_eval.cli import parse_settings
+
+    root, _ = micro_run
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    checked = 0
+    for name, entry in stages.items():
+        if name == "report":
+            assert shlex.split(entry["command"])[:3] == ["sad-eval", "report", str(root)]
+            continue
+        parsed = parse_settings(shlex.split(entry["command"]))
+        assert parsed == RAN_WITH[str(parsed.out)], name
+        checked += 1
+    assert checked == 6 + 2 + 6
+    # the teacher's capped ALFWorld eval says its cap; the threads travel as an option
+    assert "--max-steps 3" in stages["collect-alfworld-eval"]["command"]
+    assert "--threads 1" in stages["eval-tiny-sad-s0-webshop"]["command"]
 
 
 def test_all_stages_run_and_report_has_expected_rows_and_columns(micro_run):

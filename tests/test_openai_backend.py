@@ -439,3 +439,41 @@ def test_spec_and_base_url(monkeypatch):
     p = make_openai_policy("openai:Qwen/Qwen2.5-7B-Instruct", "http://h:1", api="completions")
     assert p.name == "openai:Qwen/Qwen2.5-7B-Instruct" and p.model == "Qwen/Qwen2.5-7B-Instruct"
     assert p.describe()["api_key_env"] == "OPENAI_API_KEY"
+
+
+def test_eval_takes_the_endpoint_from_openai_base_url(monkeypatch, tmp_path, data_root, capsys):
+    """`--agent openai:MODEL` without --base-url uses $OPENAI_BASE_URL (as the OpenAI client does):
+    the run reaches that endpoint and its manifest records it."""
+    import json
+
+    from flask import Flask, request
+
+    from sad_eval.cli import main
+
+    app, log = Flask("env-endpoint"), []
+
+    @app.get("/v1/models")
+    def models():
+        return {"data": [{"id": "fake-model"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat():
+        log.append(request.get_json()["model"])
+        return {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                     "content": "Thought: look it up.\nAction: Search[Paris]\n"}}]}
+
+    url, httpd = _start(app)
+    monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+    out = tmp_path / "run.jsonl"
+    try:
+        rc = main(["eval", "--agent", "openai:fake-model", "--env", "hotpotqa", "-n", "1", "--max-steps", "2",
+                   "--out", str(out), "--no-progress"])
+    finally:
+        httpd.close()
+    assert rc == 0, capsys.readouterr().err
+    assert log == ["fake-model", "fake-model"]  # one turn per step, to the variable's endpoint
+    manifest = json.loads(out.with_name("run.manifest.json").read_text())
+    assert manifest["agent_config"]["base_url"] == url + "/v1"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert main(["eval", "--agent", "openai:fake-model", "--env", "hotpotqa", "-n", "1", "--out", str(out)]) == 2
+    assert "needs --base-url" in capsys.readouterr().err

@@ -156,9 +156,10 @@ def test_client_refuses_a_server_with_another_tokenizer(smol_tokenizer):
 
 def _collect(agent, out, k=3, n=2, **kw):
     from sad_eval.harness_cli import run_command
+    from sad_eval.settings import RunSettings
 
-    return run_command(agent, "hotpotqa", "train", n, out=out, max_new_tokens=8, kind="collect", teacher_topk=k,
-                       progress=False, show_table=False, **kw)
+    return run_command(RunSettings(agent=agent, env="hotpotqa", kind="collect", split="train", n=n, out=out,
+                                   max_new_tokens=8, teacher_topk=k, progress=False, **kw), show_table=False)
 
 
 def test_collect_writes_the_sidecar_from_hf_and_from_an_endpoint_alike(served, tiny_checkpoint, tmp_path, data_root):
