@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
@@ -67,15 +66,14 @@ def main() -> None:
     ap.add_argument("--max-context", type=int, default=2048)
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
-    os.environ["SAD_EVAL_THREADS"] = str(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.models.split(","):
             ckpt = build_checkpoint(size, Path(tmp) / size)
             plain = HFPolicy(ckpt, decoding=DecodingConfig(max_new_tokens=MAX_NEW), prefix_cache=False,
-                             max_context=args.max_context)
+                             max_context=args.max_context, threads=args.threads)
             reuse = HFPolicy(ckpt, decoding=DecodingConfig(max_new_tokens=MAX_NEW), prefix_cache=True,
-                             max_context=args.max_context)
+                             max_context=args.max_context, threads=args.threads)
             for env in args.envs.split(","):
                 tasks = resolve_tasks(env, DEFAULT_SPLITS[env], {"max_steps": STEPS[env]}, None)[: args.episodes]
                 timed(reuse, env, tasks[:2], 2)  # warm-up (and the env's caches)

@@ -19,8 +19,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MICRO = Path(__file__).parent / "data" / "micro.yaml"
 
 
-@pytest.mark.parametrize("config", [MICRO, CONFIGS / "quick.yaml", CONFIGS / "paper-cpu.yaml",
-                                    CONFIGS / "paper-gpu.yaml"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", [MICRO, *sorted(CONFIGS.glob("*.yaml"))], ids=lambda p: p.stem)
 def test_every_stage_command_parses_back_to_its_settings(config, tmp_path):
     cfg = load_config(config)
     plans = stage_settings(cfg, tmp_path / cfg.name, progress=False)

@@ -52,7 +52,6 @@ KINDS: list[AgentKind] = [
 ]
 # a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
 CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, generates=False)
-SCRIPTED = SCRIPTED_NAMES  # the old name
 
 
 def agent_kind(agent: str) -> AgentKind:
