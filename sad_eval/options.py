@@ -35,7 +35,8 @@ class Flag:
     invert: bool = False  # a bool set by a negative flag alone: --no-progress -> progress=False
     panel: str | None = None  # rich help panel
     required: bool = False
-    min: int | float | None = None  # a bound click checks (usage error, exit 2)
+    at_least: int | float | None = None  # the smallest value (None passes: "not set"); `check_bounds`
+    hint: str = ""  # added to the bound's error (e.g. what to do instead)
     cli_type: Any = None  # the option's type when it is not the field's (e.g. a dict as repeated ENV=X)
     to_cli: Callable[[Any], Any] | None = None  # field value -> option value (None: as it is)
     from_cli: Callable[[Any], Any] | None = None  # option value -> field value
@@ -113,7 +114,7 @@ def command(cls: type, command_name: str, run: Callable[[Any], Any], doc: str,
             ann = _typer_type(fl.cli_type or hint)
         if isinstance(default, list) and not default:
             default = None  # typer's "not given" for a repeatable option
-        extra = {"min": fl.min} if fl.min is not None else {}
+        extra = {}
         if fl.panel:
             extra["rich_help_panel"] = fl.panel
         text = fl.help() if callable(fl.help) else fl.help  # a callable: asked when the command is built
@@ -141,13 +142,27 @@ def from_params(cls: type, command_name: str, params: dict[str, Any], **fixed: A
         if fl.invert:
             v = not v
         elif v is None and isinstance(default_of(f), (list, dict)):
-            v = default_of(f)
+            values[f.name] = default_of(f)  # a repeatable option not given
+            continue
         elif isinstance(v, tuple):
             v = list(v)
         if fl.from_cli is not None and v is not None:
             v = fl.from_cli(v)
         values[f.name] = v
     return cls(**values)
+
+
+def check_bounds(obj: Any) -> None:
+    """The fields' declared bounds, checked the same way whoever built ``obj`` (a command line, the
+    Python API, an experiment config): one error line naming the flag."""
+    from sad_eval.errors import SadEvalError
+
+    for f in dataclasses.fields(obj):
+        fl, value = f.metadata.get("cli"), getattr(obj, f.name)
+        if fl is None or fl.at_least is None or value is None or isinstance(value, bool):
+            continue
+        if not value >= fl.at_least:
+            raise SadEvalError(f"{fl.name} must be at least {fl.at_least}, got {value}{fl.hint}")
 
 
 def _strings(value: Any) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sad_eval.errors import SadEvalError
-from sad_eval.options import flag, path_or_none
+from sad_eval.options import check_bounds, flag, path_or_none
 
 EVAL, COLLECT = "eval", "collect"
 DECODING_PANEL = "Decoding (model agents)"
@@ -50,13 +50,15 @@ class RunSettings:
     kind: str = EVAL  # eval | collect
     split: str | None = flag(None, "--split", "Default: valid_unseen / test / dev500 (collect: train).",
                              per_command={COLLECT: {"help": "Task split to collect on (default train)."}})
-    samples: int = flag(1, "--samples", "Samples per task (use with --temperature).", commands=(COLLECT,))
-    n: int | None = flag(None, "-n", "N tasks of the split (see --subset).")
+    samples: int = flag(1, "--samples", "Samples per task (use with --temperature).", commands=(COLLECT,),
+                        at_least=1)
+    n: int | None = flag(None, "-n", "N tasks of the split (see --subset).", at_least=1,
+                         hint="; leave it out to run the whole split")
     tasks: str | None = flag(None, "--tasks", "Task ids: a,b,c or @file.", to_cli=_tasks_text)
     seed: int = flag(0, "--seed", "Env and sampling seed.",
                      per_command={COLLECT: {"help": "Env and sampling seed (sample k uses seed + k)."}})
-    batch: int | None = flag(None, "--batch", BATCH_HELP)
-    workers: int = flag(1, "--workers", "Processes for scripted experts (CPU-bound).")
+    batch: int | None = flag(None, "--batch", BATCH_HELP, at_least=1)
+    workers: int = flag(1, "--workers", "Processes for scripted experts (CPU-bound).", at_least=1)
     out: Path | None = flag(None, "--out", "Output JSONL (default runs/KIND-AGENT-ENV-SPLIT.jsonl).")
     shard: str | None = flag(None, "--shard", "Run shard i/n of the task list.")
     overwrite: bool = flag(False, "--overwrite", "Start over instead of resuming.")
@@ -65,11 +67,12 @@ class RunSettings:
     teacher: Path | None = flag(None, "--teacher", "Teacher JSONL: adds CoT match to the table.", commands=(EVAL,))
     temperature: float = flag(0.0, "--temperature", "0 = greedy.", panel=DECODING_PANEL)
     top_p: float = flag(1.0, "--top-p", "Nucleus sampling mass (with --temperature > 0).", panel=DECODING_PANEL)
-    max_new_tokens: int = flag(128, "--max-new-tokens", "Token budget per generated turn.", panel=DECODING_PANEL)
+    max_new_tokens: int = flag(128, "--max-new-tokens", "Token budget per generated turn.", panel=DECODING_PANEL,
+                               at_least=1)
     chat: bool = flag(True, "--chat", "Use the tokenizer's chat template.", off="--no-chat", panel=DECODING_PANEL)
-    max_context: int | None = flag(None, "--max-context", MAX_CONTEXT_HELP, panel=DECODING_PANEL)
+    max_context: int | None = flag(None, "--max-context", MAX_CONTEXT_HELP, panel=DECODING_PANEL, at_least=1)
     tokenizer: str | None = flag(None, "--tokenizer", TOKENIZER_HELP, panel=DECODING_PANEL)
-    max_steps: int | None = flag(None, "--max-steps", "Env step cap (default per env).")
+    max_steps: int | None = flag(None, "--max-steps", "Env step cap (default per env).", at_least=1)
     server_url: str | None = flag(None, "--server-url", "WebShop server (default: start one).")
     base_url: str | None = flag(None, "--base-url", f"OpenAI-compatible endpoint for openai:MODEL (default "
                                                     f"${BASE_URL_ENV}).")
@@ -85,7 +88,7 @@ class RunSettings:
     topk_tokenizer: str | None = None  # the Python API's older name of `tokenizer` for top-k
     # speed only (not part of a run's identity): torch CPU threads of an HF agent
     threads: int | None = flag(None, "--threads", f"torch CPU threads of a model agent (default ${THREADS_ENV}, "
-                               "else torch's own).", min=1, panel=DECODING_PANEL)
+                               "else torch's own).", at_least=1, panel=DECODING_PANEL)
     progress: bool = flag(True, "--no-progress", "No progress bar.", invert=True)
 
     def __post_init__(self) -> None:
@@ -101,22 +104,16 @@ class RunSettings:
         return self.split or ("train" if self.kind == COLLECT else DEFAULT_SPLITS[self.env])
 
 
-def check_settings(n: int | None, temperature: float, top_p: float, max_new_tokens: int,
-                   max_steps: int | None, max_context: int | None, base_url: str | None) -> None:
+def check_settings(s: RunSettings, base_url: str | None) -> None:
     """Values that would run something other than what was asked (``-n 0`` used to run the whole
-    split, ``-n -1`` all but one task) are refused with one line."""
-    if n is not None and n < 1:
-        raise SadEvalError(f"-n must be at least 1 (got {n}); leave it out to run the whole split")
-    if not temperature >= 0:
-        raise SadEvalError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
-    if not 0 < top_p <= 1:
-        raise SadEvalError(f"--top-p must be in (0, 1], got {top_p}")
-    if max_new_tokens < 1:
-        raise SadEvalError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if max_steps is not None and max_steps < 1:
-        raise SadEvalError(f"--max-steps must be at least 1, got {max_steps}")
-    if max_context is not None and max_context < 1:
-        raise SadEvalError(f"--max-context must be at least 1, got {max_context}")
+    split, ``-n -1`` all but one task) are refused with one line: the fields' bounds, and these."""
+    check_bounds(s)
+    if not s.temperature >= 0:
+        raise SadEvalError(f"--temperature must be >= 0 (0 = greedy), got {s.temperature}")
+    if not 0 < s.top_p <= 1:
+        raise SadEvalError(f"--top-p must be in (0, 1], got {s.top_p}")
+    if s.teacher_topk < 0:
+        raise SadEvalError("--teacher-topk must be >= 1 (0: none)")
     if base_url:
         from sad_eval.agents.openai_compat import normalize_base_url
 
@@ -180,20 +177,14 @@ def run_config(s: RunSettings, policy: Any = None):
         if not base_url:
             raise SadEvalError(f"--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1) "
                                f"or ${BASE_URL_ENV}")
+    check_settings(s, base_url)
     batch = s.batch
     if batch is None:
         batch = kind.batch if policy is None else MODEL_BATCH
-    if batch < 1 or s.workers < 1 or s.samples < 1:
-        raise SadEvalError("--batch, --workers and --samples must be >= 1")
     if s.subset not in SUBSETS:
         raise SadEvalError(f"--subset must be one of {', '.join(SUBSETS)}, got {s.subset!r}")
-    if s.teacher_topk < 0:
-        raise SadEvalError("--teacher-topk must be >= 1 (0: none)")
     if s.topk_tokenizer and s.tokenizer and s.topk_tokenizer != s.tokenizer:
         raise SadEvalError("--tokenizer and --topk-tokenizer name different tokenizers: the endpoint has one")
-    if s.threads is not None and s.threads < 1:
-        raise SadEvalError(f"--threads must be at least 1, got {s.threads}")
-    check_settings(s.n, s.temperature, s.top_p, s.max_new_tokens, s.max_steps, s.max_context, base_url)
     env_kwargs: dict[str, Any] = {}
     if s.max_steps:
         env_kwargs["max_steps"] = s.max_steps

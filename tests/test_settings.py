@@ -122,3 +122,16 @@ def test_an_openai_agent_needs_a_base_url_or_the_environment_variable(monkeypatc
     # an explicit --base-url wins over the variable
     cfg = run_config(RunSettings(agent="openai:m", env="hotpotqa", base_url="http://127.0.0.1:8/v1"))
     assert cfg.spec.base_url == "http://127.0.0.1:8/v1"
+
+
+def test_declared_bounds_hold_for_the_api_as_for_the_command(capsys, tmp_path):
+    import sad_eval
+
+    with pytest.raises(SadEvalError, match="-n must be at least 1, got 0; leave it out"):
+        sad_eval.evaluate("oracle", "hotpotqa", n=0)
+    assert main(["eval", "--agent", "oracle", "--env", "hotpotqa", "-n", "0"]) == 2
+    assert "-n must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SadEvalError, match="--threads must be at least 1, got 0"):
+        sad_eval.evaluate("oracle", "hotpotqa", threads=0)
+    with pytest.raises(SadEvalError, match="--batch-size must be at least 1, got 0"):
+        sad_eval.distill(tmp_path / "none.jsonl", "tiny", tmp_path / "ckpt", batch_size=0)

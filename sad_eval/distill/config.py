@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sad_eval.errors import SadEvalError
-from sad_eval.options import flag, paths_to_strings
+from sad_eval.options import check_bounds, flag, paths_to_strings
 
 EXEMPLARS_HELP = ("Few-shot exemplars of the prompts, as the harness's --exemplars: SPEC for every env or "
                   "ENV=SPEC (repeatable); the checkpoint records them and is evaluated with them.")
@@ -61,16 +61,17 @@ class TrainConfig:
                                         "(+embeddings) of --init-source (named sizes) or of --student.")
     init_source: str = flag("smollm2-135m", "--init-source",
                             "Model whose layers --init-from-layers copies into a named size.")
-    max_steps: int = flag(200, "--max-steps", "Optimizer steps.")
+    max_steps: int = flag(200, "--max-steps", "Optimizer steps.", at_least=1)
     lr: float = flag(3e-4, "--lr", "Peak learning rate (AdamW).")
     min_lr_ratio: float = flag(0.1, "--min-lr-ratio", "The cosine schedule ends at this share of --lr.")
     warmup_steps: int | None = flag(None, "--warmup-steps", "Linear warmup steps (default 5% of --max-steps).")
     weight_decay: float = flag(0.01, "--weight-decay")
     grad_clip: float = flag(1.0, "--grad-clip", "Gradient norm clip.")
-    batch_size: int = flag(4, "--batch-size", "Sequences per micro-batch per process.")
-    grad_accum: int = flag(1, "--grad-accum", "Micro-batches per optimizer step.")
+    batch_size: int = flag(4, "--batch-size", "Sequences per micro-batch per process.", at_least=1)
+    grad_accum: int = flag(1, "--grad-accum", "Micro-batches per optimizer step.", at_least=1)
     # holds a WebShop page + the prompt; measured in docs/distill.md ("Context policy")
-    seq_len: int = flag(2048, "--seq-len", "Max tokens per training sequence (the harness's context budget).")
+    seq_len: int = flag(2048, "--seq-len", "Max tokens per training sequence (the harness's context budget).",
+                        at_least=1)
     # the harness's max_new_tokens (see examples.py)
     reserve: int = flag(128, "--reserve", "The harness's max_new_tokens: contexts are built leaving this room.")
     lambda_reason: float = flag(1.0, "--lambda-reason", "λr: weight of the REASON mean.")
@@ -87,7 +88,8 @@ class TrainConfig:
     resume: bool = flag(False, "--resume", "Continue from the checkpoint in --out.")
     # checkpoint and exit after this step (time-limited jobs); resume later
     stop_at: int | None = flag(None, "--stop-at", "Checkpoint and exit after this step (resume later with --resume).")
-    chat: bool = flag(True, "--chat", "Render with the tokenizer's chat template (as the harness does).", off="--no-chat")
+    chat: bool = flag(True, "--chat", "Render with the tokenizer's chat template (as the harness does).",
+                      off="--no-chat")
     only_success: bool = flag(True, "--only-success", "Skip failed teacher episodes.", off="--all-episodes")
     rules: dict[str, str] = flag(name="--rule", default_factory=dict, cli_type=list[str], to_cli=_env_pairs,
                                  from_cli=_rules,
@@ -122,6 +124,4 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise SadEvalError("--teacher is only used with --loss kl (ce trains on the trajectories' tokens)")
     if cfg.temperature <= 0:
         raise SadEvalError("--temperature must be positive")
-    for name in ("max_steps", "batch_size", "grad_accum", "seq_len"):
-        if getattr(cfg, name) < 1:
-            raise SadEvalError(f"--{name.replace('_', '-')} must be at least 1")
+    check_bounds(cfg)
