@@ -22,7 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from sad_eval.data import sha256_file
-from sad_eval.errors import SadEvalError
+from sad_eval.errors import SadEvalError, redact_url
 from sad_eval.layout import ckpt_dir, eval_file, partial_file, student_key, teacher_file
 from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_atomic, write_text_atomic
 
@@ -277,7 +277,7 @@ class Stages:
 
     def _record(self, name: str, status: str, command: str, seconds: float) -> None:
         entry = self.manifest["stages"].setdefault(name, {})
-        entry.update(status=status, command=command)
+        entry.update(status=status, command=redact_url(command))  # an endpoint's credentials stay out
         if status == "done":
             entry["seconds"] = round(seconds, 1)
         self.save()

@@ -190,18 +190,19 @@ def to_argv(obj: Any, command_name: str, always: tuple[str, ...] = (), fixed: tu
             value = fl.to_cli(value)
         if isinstance(value, bool) or (fl.off and value is None):
             if fl.invert:
-                argv.append(fl.name) if not value else None
-            elif value is None:
-                raise ValueError(f"{fl.name}: no flag gives back None once set")
-            else:
-                argv.append(fl.name if value else (fl.off or ""))
+                if not value:
+                    argv.append(fl.name)  # --no-progress: progress=False
+                continue
+            if value is None or (not value and not fl.off):
+                raise ValueError(f"{command_name} {fl.name}: no flag gives back {value!r}")
+            argv.append(fl.name if value else fl.off)
             continue
         if value is None:
             raise ValueError(f"{command_name} {fl.name}: cannot give back None over the default {default!r}")
         items = value if isinstance(value, (list, tuple)) else [value]
         for item in items:
             argv += [fl.name, *_strings(item)]
-    return [a for a in argv if a]
+    return argv
 
 
 def paths_to_strings(value: list) -> list[str]:

@@ -135,3 +135,19 @@ def test_declared_bounds_hold_for_the_api_as_for_the_command(capsys, tmp_path):
         sad_eval.evaluate("oracle", "hotpotqa", threads=0)
     with pytest.raises(SadEvalError, match="--batch-size must be at least 1, got 0"):
         sad_eval.distill(tmp_path / "none.jsonl", "tiny", tmp_path / "ckpt", batch_size=0)
+
+
+def test_a_model_teachers_endpoint_topk_and_exemplars_are_in_its_commands(tmp_path):
+    conf = tmp_path / "endpoint.yaml"
+    conf.write_text("envs:\n  hotpotqa: {train_tasks: 2, eval_tasks: 1, teacher: 'openai:m', exemplars: 2,\n"
+                    "             base_url: 'http://127.0.0.1:9/v1'}\nstudents: [tiny]\nmethods: [sad]\n"
+                    "collect: {teacher_topk: 5}\ndistill: {min_lr_ratio: 0.2, c0: 0.3, bf16: false}\n")
+    plans = stage_settings(load_config(conf), tmp_path / "run")
+    train = stage_command(plans["collect-hotpotqa-train"])
+    assert "--base-url http://127.0.0.1:9/v1" in train and "--teacher-topk 5" in train and "--exemplars 2" in train
+    distill = stage_command(plans["distill-tiny-sad-s0"])
+    # TrainConfig fields that had no flag before (a config could set them; the command could not)
+    assert "--min-lr-ratio 0.2" in distill and "--c0 0.3" in distill and "--no-bf16" in distill
+    assert "--exemplars hotpotqa=2" in distill
+    for name, s in plans.items():
+        assert parse_settings(shlex.split(stage_command(s))) == s, name
