@@ -111,8 +111,10 @@ def evaluate(agent: Any, env: str, split: str | None = None, n: int | None = Non
     Options, as the command's flags: ``tasks`` (list, "a,b" or "@file"), ``seed``, ``batch`` (default
     1 for scripted experts, 8 for models), ``workers``, ``out`` (default ``runs/eval-AGENT-ENV-SPLIT.jsonl``),
     ``shard`` ("i/n"), ``overwrite``, ``teacher`` (a JSONL, for CoT match), ``temperature``, ``top_p``,
-    ``max_new_tokens``, ``chat``, ``max_context``, ``max_steps``, ``server_url``, ``base_url``, ``api``,
-    ``tokenizer`` (endpoint agents: counts context tokens), ``progress`` (default False).
+    ``max_new_tokens``, ``chat``, ``max_context``, ``max_steps``, ``server_url``, ``base_url`` (default
+    ``$OPENAI_BASE_URL``), ``api``, ``tokenizer`` (endpoint agents: counts context tokens), ``threads``
+    (torch threads of a local model), ``progress`` (default False): the fields of
+    `sad_eval.settings.RunSettings`, which `run` takes whole.
     """
     return _run("eval", agent, env, split, n, **_checked(options, "evaluate"))
 
