@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sad_eval.agents.hf import DecodingConfig
+from sad_eval.models import SMOLLM2
+
+BUILT_IN_MODELS = (SMOLLM2,)
 
 # default episodes in lockstep: scripted experts gain nothing from it, and a batch of 8 would charge
 # each episode the whole batch's turn time in s/ep (measured 48.5 s/ep reported vs 6.5 s real, ALFWorld)
@@ -48,7 +51,9 @@ KINDS: list[AgentKind] = [
     AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _scripted_env_kwargs,
               batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
     AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX)),
-    AgentKind("hf", "checkpoint dir | smollm2-135m", lambda a: True),
+    # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other
+    AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS),
+    AgentKind("hf", "checkpoint dir", lambda a: True),
 ]
 # a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
 CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, generates=False)
