@@ -32,6 +32,10 @@ DEFAULT_EVAL_SPLIT = {"alfworld": "valid_unseen", "webshop": "test", "hotpotqa":
 # settings that change speed, not results: left out of stage digests so a rerun with another
 # thread count resumes instead of starting over
 SPEED_ONLY = ("threads", "prefix_cache")
+# the eval and collect sections' keys: the RunSettings fields (sad_eval/settings.py) those stages take
+# from the config (the rest come from the env plans)
+SECTION_KEYS = {"eval": ("batch", "max_new_tokens", "threads", "prefix_cache"),
+                "collect": ("workers", "samples", "batch", "teacher_topk")}
 METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
 
 
@@ -176,9 +180,15 @@ def load_config(path: str | Path) -> ExperimentConfig:
         _expect(path, "seeds", sd, int, "a list of integers")
     sections = {k: dict(_expect(path, k, raw.get(k) or {}, dict, "a mapping"))
                 for k in ("distill", "eval", "collect", "report")}
-    for sec, keys in (("eval", ("batch", "max_new_tokens", "threads")), ("collect", ("workers", "samples", "batch"))):
+    for sec, keys in SECTION_KEYS.items():
+        unknown = sorted(set(map(str, sections[sec])) - set(keys))
+        if unknown:  # a setting the stages would not apply must not pass for one they do
+            raise SadEvalError(f"{path}: {sec}.{unknown[0]} is not a setting of the {sec} section; expected one of {', '.join(keys)}")
         for key, v in sections[sec].items():
-            if key in keys and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            want = bool if key == "prefix_cache" else int
+            if want is bool and not isinstance(v, bool):
+                raise SadEvalError(f"{path}: {sec}.{key} must be true or false, got {_brief(v)}")
+            if want is int and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "teacher_topk" else 1)):
                 raise SadEvalError(f"{path}: {sec}.{key} must be a positive integer, got {_brief(v)}")
     _check_distill(path, sections["distill"])
     name = raw.get("name", path.stem)

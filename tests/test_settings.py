@@ -151,3 +151,13 @@ def test_a_model_teachers_endpoint_topk_and_exemplars_are_in_its_commands(tmp_pa
     assert "--exemplars hotpotqa=2" in distill
     for name, s in plans.items():
         assert parse_settings(shlex.split(stage_command(s))) == s, name
+
+
+def test_a_config_section_key_no_stage_applies_is_refused(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("envs: {hotpotqa: {}}\nstudents: [tiny]\neval: {temperature: 0.7}\n")
+    with pytest.raises(SadEvalError, match="eval.temperature is not a setting of the eval section"):
+        load_config(conf)
+    conf.write_text("envs: {hotpotqa: {}}\nstudents: [tiny]\neval: {prefix_cache: 1}\n")
+    with pytest.raises(SadEvalError, match="eval.prefix_cache must be true or false"):
+        load_config(conf)
