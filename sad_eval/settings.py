@@ -172,7 +172,7 @@ def run_config(s: RunSettings, policy: Any = None):
     split = s.resolved_split
     kind = agent_kind(s.agent)
     base_url = s.base_url
-    if kind.name == "openai" and policy is None:
+    if kind.endpoint and policy is None:
         base_url = base_url or os.environ.get(BASE_URL_ENV) or None
         if not base_url:
             raise SadEvalError(f"--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1) "

@@ -43,6 +43,7 @@ class AgentKind:
     batch: int = MODEL_BATCH  # default episodes in lockstep
     generates: bool = True  # a model: decoding, chat, exemplars and top-k log-probs apply
     worker_processes: bool = False  # --workers > 1 runs it in separate processes (CPU-bound, picklable)
+    endpoint: bool = False  # served over HTTP: needs a base URL (--base-url or $OPENAI_BASE_URL)
 
 
 SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted teacher
@@ -50,7 +51,7 @@ SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted tea
 KINDS: list[AgentKind] = [
     AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _scripted_env_kwargs,
               batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
-    AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX)),
+    AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX), endpoint=True),
     # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other
     AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS),
     AgentKind("hf", "checkpoint dir", lambda a: True),
