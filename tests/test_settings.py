@@ -161,3 +161,28 @@ def test_a_config_section_key_no_stage_applies_is_refused(tmp_path):
     conf.write_text("envs: {hotpotqa: {}}\nstudents: [tiny]\neval: {prefix_cache: 1}\n")
     with pytest.raises(SadEvalError, match="eval.prefix_cache must be true or false"):
         load_config(conf)
+
+
+def test_a_registered_agent_kind_runs_through_eval(tmp_path, data_root, monkeypatch):
+    """The registry is the extension point: a new kind (here `parrot:ANSWER`, a scripted agent that
+    always answers ANSWER) is named, built and run by `evaluate` like the built-in ones."""
+    import sad_eval
+    from sad_eval.agents import registry
+    from sad_eval.agents.base import Turn
+
+    class Parrot:
+        def __init__(self, answer):
+            self.name, self.answer = f"parrot:{answer}", answer
+
+        def act(self, states):
+            return [Turn(reasoning="I repeat myself.", action=f"finish[{self.answer}]") for _ in states]
+
+    kind = registry.AgentKind("parrot", "parrot:ANSWER", lambda a: a.startswith("parrot:"),
+                              lambda spec: Parrot(spec.agent.split(":", 1)[1]), generates=False, batch=2)
+    monkeypatch.setattr(registry, "KINDS", list(registry.KINDS))
+    registry.register_kind(kind)
+    assert registry.agent_kind("parrot:yes") is kind and registry.agent_kind("ckpt/x").name == "hf"
+    res = sad_eval.evaluate("parrot:yes", "hotpotqa", n=2, out=tmp_path / "p.jsonl")
+    assert [e.agent for e in res.episodes] == ["parrot:yes"] * 2
+    assert [s.action for e in res.episodes for s in e.steps] == ["finish[yes]"] * 2
+    assert res.manifest["agent_config"]["kind"] == "parrot" and res.manifest["batch"] == 2

@@ -39,25 +39,12 @@ class AgentKind:
     name: str  # recorded in run manifests: scripted | openai | hf | custom
     help: str  # how `--agent` spells it
     matches: Callable[[str], bool]
+    build: Callable[[Any], Any]  # AgentSpec -> Policy
     env_kwargs: Callable[[str], dict[str, Any]] = _no_env_kwargs  # what the env must be built with
     batch: int = MODEL_BATCH  # default episodes in lockstep
     generates: bool = True  # a model: decoding, chat, exemplars and top-k log-probs apply
     worker_processes: bool = False  # --workers > 1 runs it in separate processes (CPU-bound, picklable)
     endpoint: bool = False  # served over HTTP: needs a base URL (--base-url or $OPENAI_BASE_URL)
-
-
-SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted teacher
-
-KINDS: list[AgentKind] = [
-    AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _scripted_env_kwargs,
-              batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
-    AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX), endpoint=True),
-    # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other
-    AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS),
-    AgentKind("hf", "checkpoint dir", lambda a: True),
-]
-# a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
-CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, generates=False)
 
 
 def agent_kind(agent: str) -> AgentKind:
@@ -172,20 +159,52 @@ def _load_cached(env: str, value: str):
 
 
 def make_policy(spec: AgentSpec):
-    if spec.kind == "custom":
+    """The policy ``spec`` describes, built by its kind."""
+    if spec.custom:
         raise ValueError("a custom policy is passed as an object, not rebuilt from its spec")
-    if spec.kind == "scripted":
-        from sad_eval.agents.experts import make_expert
+    return spec.agent_kind.build(spec)
 
-        return make_expert(spec.env, **spec.extra)
-    if spec.kind == "openai":
-        from sad_eval.agents.openai_compat import make_openai_policy
 
-        return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding,
-                                  chat=spec.chat, max_context=spec.max_context, exemplars=agent_exemplars(spec),
-                                  top_logprobs=spec.top_logprobs, tokenizer=spec.tokenizer)
+def _build_scripted(spec: AgentSpec):
+    from sad_eval.agents.experts import make_expert
+
+    return make_expert(spec.env, **spec.extra)  # the experts registry, by env
+
+
+def _build_openai(spec: AgentSpec):
+    from sad_eval.agents.openai_compat import make_openai_policy
+
+    return make_openai_policy(spec.agent, base_url=spec.base_url, api=spec.api, decoding=spec.decoding,
+                              chat=spec.chat, max_context=spec.max_context, exemplars=agent_exemplars(spec),
+                              top_logprobs=spec.top_logprobs, tokenizer=spec.tokenizer)
+
+
+def _build_hf(spec: AgentSpec):
     from sad_eval.agents.hf import HFPolicy
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
-                    logprobs=spec.logprobs, threads=spec.threads, exemplars=agent_exemplars(spec), top_logprobs=spec.top_logprobs,
-                    prefix_cache=spec.prefix_cache)
+                    logprobs=spec.logprobs, threads=spec.threads, exemplars=agent_exemplars(spec),
+                    top_logprobs=spec.top_logprobs, prefix_cache=spec.prefix_cache)
+
+
+def _not_rebuilt(spec: AgentSpec):
+    raise ValueError("a custom policy is passed as an object, not rebuilt from its spec")
+
+
+SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted teacher
+
+KINDS: list[AgentKind] = [
+    AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _build_scripted,
+              _scripted_env_kwargs, batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
+    AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX), _build_openai, endpoint=True),
+    # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other
+    AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS, _build_hf),
+    AgentKind("hf", "checkpoint dir", lambda a: True, _build_hf),  # the catch-all: stays last
+]
+# a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
+CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, _not_rebuilt, generates=False)
+
+
+def register_kind(kind: AgentKind) -> None:
+    """Add a kind of agent (tried before the checkpoint catch-all); its ``name`` goes into manifests."""
+    KINDS.insert(len(KINDS) - 1, kind)
