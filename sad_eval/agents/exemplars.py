@@ -197,7 +197,7 @@ def webshop_exemplars(k: int, data_root=None, max_steps: int = 15) -> list[str]:
             pass
     from sad_eval.agents.experts import expert_env_kwargs, make_expert
     from sad_eval.envs import make_env
-    from sad_eval.harness import run_episode
+    from sad_eval.agents.episode import run_episode
 
     env = make_env("webshop", split="train", data_root=data_root, **expert_env_kwargs("webshop"))
     oracle = make_expert("webshop")

@@ -701,9 +701,9 @@ def build_exemplars(data_root: Path | str | None = None, k: int = 6, refresh: bo
     ``cache_root()/exemplars/hotpotqa.json`` (or ``cache_path``); rebuilt when k, the data file or
     this format changes."""
     from sad_eval.envs.hotpotqa import HotPotQAEnv
-    from sad_eval.harness import run_episode
+    from sad_eval.agents.episode import run_episode
 
-    env = HotPotQAEnv(split="train", data_root=data_root)
+    env = HotPotQAEnv(split="train", data_root=data_root, privileged=True)
     key = {"version": EXEMPLAR_VERSION, "k": k, "source_sha256": env.store.meta.get("sha256")}
     path = Path(cache_path) if cache_path else cache_root() / "exemplars" / "hotpotqa.json"
     if path.is_file() and not refresh:

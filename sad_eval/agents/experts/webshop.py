@@ -13,8 +13,8 @@ can learn the same reading. It therefore does not always buy the goal product: w
 listed product fits the visible evidence as well, it may pick that one (docs/webshop.md gives
 how often, and its score).
 
-It reads the env's default `full` observation format (one item per line). `ENV_KWARGS` is empty:
-the env needs no oracle mode for it.
+It reads the env's default `full` observation format (one item per line). Its spec's
+`teacher_env_kwargs` are empty: it needs no privileged facts from the env.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 from sad_eval.agents.base import EpisodeState, Turn
 
-ENV_KWARGS: dict[str, Any] = {}
 _ASIN_LINE = re.compile(r"^\[([A-Za-z0-9]{10})\]$")
 _PRICE = re.compile(r"\$\s?([\d,]+(?:\.\d+)?)")
 _PAGE_LINE = re.compile(r"^Page (\d+) \(Total results: (\d+)\)$", re.M)
