@@ -226,7 +226,7 @@ class ALFWorldEnv(TextEnv):
     carries the handcoded expert's next command (`expert_action`) and the goal parameters.
     """
 
-    env_name = "alfworld"
+    env_name = "ALFWorld"  # in messages
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: turn-based text, set only to quiet the checker
 
     def __init__(self, split: str = "valid_unseen", data_root: str | Path | None = None, max_steps: int = 50,

@@ -70,7 +70,7 @@ class TextEnv(gymnasium.Env[str, str]):
     options) -> (obs, info)` and `_step_task(action) -> (obs, reward, terminated, truncated, info)`.
     """
 
-    env_name = "text"  # for messages ("unknown alfworld task id ...")
+    env_name = "text"  # in messages ("unknown ALFWorld task id ...")
     metadata = {"render_modes": [], "render_fps": 1}  # fps: turn-based text, set only to quiet the checker
 
     def _init_text_env(self, split: str, task_ids: Sequence[str], privileged: bool = False,

@@ -197,7 +197,7 @@ class WebShopEnv(TextEnv):
     `info["privileged"]` holds the goal (attributes, options, price, product): the oracle does not
     ask for it (it reads the pages), it is there for analysis."""
 
-    env_name = "webshop"
+    env_name = "WebShop"  # in messages
 
     # start_timeout_s: the bundled server loads the catalogue and builds its index first (seconds alone;
     # past 60 s measured on a 2-core machine with ~10 runnable processes)
