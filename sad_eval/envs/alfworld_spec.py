@@ -27,6 +27,10 @@ SPEC = EnvSpec(
     # the env must compute the handcoded expert's next command
     teacher_env_kwargs={"privileged": True},
     legacy_rejection_prefix="Nothing happens.",  # old trajectory files only (new ones record info["rejected"])
+    exemplars="sad_eval.agents.experts.alfworld:teacher_exemplars",
+    react_prompts="react/alfworld_3prompts.json",
+    react_exemplars="sad_eval.agents.experts.alfworld:react_prompt_exemplars",
+    task_type="sad_eval.envs.alfworld:task_type_of",
     data_status="sad_eval.envs.alfworld_spec:data_status",
     summary="ALFWorld household text games (TextWorld/PDDL)",
 )

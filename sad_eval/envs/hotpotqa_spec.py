@@ -35,6 +35,9 @@ SPEC = EnvSpec(
     teacher_env_kwargs={"privileged": True},  # gold answer and supporting facts
     metrics=(EnvMetric("hotpotqa_em", "EM", "meta:em"), EnvMetric("hotpotqa_f1", "F1", "meta:f1")),
     legacy_rejection_prefix="Invalid action",  # old trajectory files only (new ones record info["rejected"])
+    exemplars="sad_eval.agents.experts.hotpotqa:teacher_exemplars",
+    react_prompts="react/prompts_naive.json",
+    react_exemplars="sad_eval.agents.experts.hotpotqa:react_prompt_exemplars",
     data_status="sad_eval.envs.hotpotqa_spec:data_status",
     summary="HotPotQA questions over an offline Wikipedia store (ReAct's search/lookup/finish)",
 )

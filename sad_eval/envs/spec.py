@@ -74,6 +74,14 @@ class EnvSpec:
     teacher: str = "expert"
     teacher_factory: str = ""
     teacher_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # few-shot exemplars (`--exemplars`, agents/exemplars.py), each "module:callable" returning a list
+    # of transcripts, or a dict task type -> transcripts (then `task_type` names the task id -> type
+    # function): K teacher episodes from train (k, data_root), and ReAct's prompts converted from the
+    # data file `react_prompts` (prompts dict, key or "")
+    exemplars: str = ""
+    react_prompts: str = ""
+    react_exemplars: str = ""
+    task_type: str = ""
     metrics: tuple[EnvMetric, ...] = ()
     # "module:callable": (data root) -> list of `sad_eval.data.DatasetStatus` rows
     data_status: str = ""

@@ -447,3 +447,23 @@ def _convert_react(text: str) -> str:
                       "observation": "\n".join(obs).strip()})
         thought = []
     return render_exemplar(task, steps)
+
+
+# ---------------------------------------------------------------- exemplars, as the env's spec names them
+
+def teacher_exemplars(k: int, data_root: str | Path | None = None) -> dict[str, list[str]]:
+    """`--exemplars K`: K won teacher episodes per task type (a prompt carries its own type's)."""
+    by_type = build_exemplars(data_root, per_type=k)
+    short = [t for t, ex in by_type.items() if len(ex) < k]
+    if short:
+        raise SadEvalError(f"--exemplars {k}: the ALFWorld teacher won fewer than {k} train episodes of "
+                           f"type {', '.join(short)}")
+    return {t: list(ex) for t, ex in by_type.items()}
+
+
+def react_prompt_exemplars(prompts: dict[str, str], key: str) -> dict[str, list[str]] | list[str]:
+    """`--exemplars react[:KEY]`: ReAct's ALFWorld prompts converted; without a key, per task type
+    react_{v}_1 then react_{v}_0, as ReAct (alfworld.ipynb) prompts."""
+    if key:
+        return [_convert_react(prompts[key])]
+    return {t: [_convert_react(prompts[f"react_{v}_{i}"]) for i in (1, 0)] for t, v in REACT_PREFIX.items()}

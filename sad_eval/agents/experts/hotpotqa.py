@@ -745,3 +745,17 @@ def react_exemplars(data_root: Path | str | None = None) -> str:
 
     path = require("react/prompts_naive.json", Path(data_root) if data_root else None)
     return json.loads(path.read_text())["webthink_simple6"]
+
+
+# ---------------------------------------------------------------- exemplars, as the env's spec names them
+
+def teacher_exemplars(k: int, data_root: Path | str | None = None) -> list[str]:
+    """`--exemplars K`: K type-balanced oracle transcripts on train."""
+    return list(build_exemplars(data_root, k=k))
+
+
+def react_prompt_exemplars(prompts: dict[str, str], key: str) -> list[str]:
+    """`--exemplars react[:KEY]`: ReAct's HotPotQA prompt (default ``webthink_simple6``) converted."""
+    from sad_eval.agents.exemplars import convert_react_hotpotqa
+
+    return convert_react_hotpotqa(prompts[key or "webthink_simple6"])

@@ -25,6 +25,7 @@ SPEC = EnvSpec(
     # WebShop's own score: the purchase reward in [0, 1], reported x100 as WebShop does
     metrics=(EnvMetric("webshop_score", "Score", "score"),),
     legacy_rejection_prefix="Invalid action",  # old trajectory files only (new ones record info["rejected"])
+    exemplars="sad_eval.agents.experts.webshop:teacher_exemplars",  # ReAct's prompt is in a notebook only
     data_status="sad_eval.envs.webshop.spec:data_status",
     server_url=True,
     summary="WebShop-1k shopping site (local server)",
