@@ -105,11 +105,6 @@ class EnvSpec:
         """Named segmentation rules: the default one under the env's name, then the alternatives."""
         return {self.name: self.segmentation, **self.extra_rules}
 
-    def check_split(self, split: str) -> str:
-        if split not in self.splits:
-            raise SadEvalError(f"unknown {self.name} split {split!r}; choose one of {', '.join(self.splits)}")
-        return split
-
 
 def load(target: str) -> Any:
     """The object a ``"module:attr"`` string names (imported now)."""
@@ -136,6 +131,8 @@ def register_env(spec: EnvSpec, *, replace: bool = False) -> EnvSpec:
     old = _SPECS.get(spec.name)
     if old is not None and old != spec and not replace:
         raise SadEvalError(f"env {spec.name!r} is already registered (gym id {old.gym_id})")
+    if old is not None and old.gym_id != spec.gym_id:
+        _unregister_gym_id(old)
     _SPECS[spec.name] = spec
     _generation += 1
     register_gym_id(spec)
@@ -148,9 +145,13 @@ def unregister_env(name: str) -> None:
     spec = _SPECS.pop(name, None)
     _generation += 1
     if spec is not None:
-        import gymnasium
+        _unregister_gym_id(spec)
 
-        gymnasium.registry.pop(spec.gym_id, None)
+
+def _unregister_gym_id(spec: EnvSpec) -> None:
+    import gymnasium
+
+    gymnasium.registry.pop(spec.gym_id, None)
 
 
 def register_gym_id(spec: EnvSpec) -> None:
