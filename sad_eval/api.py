@@ -151,13 +151,13 @@ def _run(kind: str, agent: Any, env: str, split: str | None, n: int | None, *, t
          topk_tokenizer: str | None = None, retry_errors: bool = True) -> EvalResult:
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import MODEL_BATCH, SCRIPTED, AgentSpec, default_batch
-    from sad_eval.envs import DEFAULT_SPLITS, env_id
+    from sad_eval.envs import env_specs, get_spec
     from sad_eval.run import RunConfig, execute_run, parse_shard
     from sad_eval.trajectory import load_trajectories
 
     name, policy = _as_policy(agent)
-    env_id(env)  # unknown env -> one clear error
-    split = split or DEFAULT_SPLITS[env]
+    env_spec = get_spec(env)  # unknown env -> one clear error
+    split = split or env_spec.default_split
     if name.startswith("openai:") and policy is None and not base_url:
         raise SadEvalError("--agent openai:MODEL needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     if batch is None:
@@ -177,8 +177,9 @@ def _run(kind: str, agent: Any, env: str, split: str | None, n: int | None, *, t
     if max_steps:
         env_kwargs["max_steps"] = max_steps
     if server_url:
-        if env != "webshop":
-            raise SadEvalError("--server-url applies to --env webshop only")
+        if not env_spec.server_url:
+            servers = [s.name for s in env_specs() if s.server_url]
+            raise SadEvalError(f"--server-url applies to --env {' | '.join(servers)} only")
         env_kwargs["server_url"] = server_url
     if name in SCRIPTED and policy is None:
         from sad_eval.agents.experts import expert_env_kwargs

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sad_eval.envs.spec import default_splits_help, env_choices
 from sad_eval.errors import SadEvalError
 
 
@@ -63,8 +64,8 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         agent: str = typer.Option(..., "--agent", help="expert | oracle | checkpoint dir | smollm2-135m | openai:MODEL"),
-        env: str = typer.Option(..., "--env", help="alfworld | webshop | hotpotqa"),
-        split: Optional[str] = typer.Option(None, "--split", help="Default: valid_unseen / test / dev500."),
+        env: str = typer.Option(..., "--env", help=env_choices()),
+        split: Optional[str] = typer.Option(None, "--split", help="Default: " + default_splits_help() + "."),
         n: Optional[int] = typer.Option(None, "-n", help="N tasks of the split (see --subset)."),
         tasks: Optional[str] = typer.Option(None, "--tasks", help="Task ids: a,b,c or @file."),
         seed: int = typer.Option(0, "--seed", help="Env and sampling seed."),
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
     @app.command("collect")
     def collect_cmd(
         teacher: str = typer.Option(..., "--teacher", help="expert | oracle | checkpoint | openai:MODEL"),
-        env: str = typer.Option(..., "--env", help="alfworld | webshop | hotpotqa"),
+        env: str = typer.Option(..., "--env", help=env_choices()),
         split: str = typer.Option("train", "--split", help="Task split to collect on."),
         samples: int = typer.Option(1, "--samples", help="Samples per task (use with --temperature)."),
         n: Optional[int] = typer.Option(None, "-n", help="N tasks (see --subset)."),

@@ -23,11 +23,21 @@ from typing import Any, Sequence
 from sad_eval.agents.base import EpisodeState, Turn
 from sad_eval.agents.kv_reuse import KVStore, ReuseStats, decode_with_reuse
 from sad_eval.agents.prompts import build_context
+from sad_eval.envs.spec import cached_by_registry, env_specs
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
 
-# The generated turn ends at the newline that closes an action line.
-ACTION_LINE_END = re.compile(r"(?:^|\s)(?:Action|Answer):[^\n]*\S[^\n]*\n")
+
+
+@cached_by_registry
+def action_line_end() -> re.Pattern[str]:
+    """The generated turn ends at the newline that closes an action line: a line of one of the
+    registered envs' stop markers (`EnvSpec.stop_markers`: ``Action``, HotPotQA's ``Answer``)."""
+    markers = sorted({m for spec in env_specs() for m in spec.stop_markers})
+    return re.compile(r"(?:^|\s)(?:" + "|".join(map(re.escape, markers)) + r"):[^\n]*\S[^\n]*\n")
+
+
+ACTION_LINE_END = action_line_end()  # the built-in envs' (`Action|Answer`)
 
 
 @dataclass
@@ -56,7 +66,7 @@ def _stop_index(text: str, stop: Sequence[str], action_stop: bool) -> int | None
     """Where to cut generated text: after the action line, or before a stop string."""
     cut = None
     if action_stop:
-        m = ACTION_LINE_END.search(text)
+        m = action_line_end().search(text)
         if m:
             cut = m.end()
     for s in stop:
