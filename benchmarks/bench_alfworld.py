@@ -48,9 +48,9 @@ def pick_games(n: int) -> list[str]:
 
 def teacher_commands(tid: str) -> list[str]:
     from sad_eval.agents.experts import make_expert
-    from sad_eval.harness import run_episode
+    from sad_eval.agents.episode import run_episode
 
-    env = ALFWorldEnv(tasks=[tid])
+    env = ALFWorldEnv(tasks=[tid], privileged=True)
     ep = run_episode(env, make_expert("alfworld"), "alfworld", tid)
     env.close()
     return [s.action for s in ep.steps]
@@ -87,7 +87,7 @@ class Raw:
 
 class Ours:
     def __init__(self, tid: str, expert: bool, n: int):
-        self.tid, self.env = tid, ALFWorldEnv(tasks=[tid], expert=expert, max_steps=n + 1)
+        self.tid, self.env = tid, ALFWorldEnv(tasks=[tid], privileged=expert, max_steps=n + 1)
 
     def reset(self) -> str:
         return self.env.reset(seed=0, options={"task_id": self.tid})[0]

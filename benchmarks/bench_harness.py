@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 from sad_eval.agents.hf import DecodingConfig, HFPolicy
-from sad_eval.envs import make_env
-from sad_eval.envs.base import DEFAULT_SPLITS
+from sad_eval.envs import get_spec, make_env
 from sad_eval.harness import plan_jobs, rollout
 from sad_eval.run import resolve_tasks
 
@@ -45,7 +44,7 @@ def build_checkpoint(size: str, where: Path) -> str:
 
 
 def timed(policy: HFPolicy, env: str, tasks: list[str], batch: int) -> tuple[float, list, dict]:
-    split = DEFAULT_SPLITS[env]
+    split = get_spec(env).default_split
     kw = {"max_steps": STEPS[env]}
     policy.gen.reuse_stats.__init__()
     eps: list = []
@@ -75,7 +74,7 @@ def main() -> None:
             reuse = HFPolicy(ckpt, decoding=DecodingConfig(max_new_tokens=MAX_NEW), prefix_cache=True,
                              max_context=args.max_context, threads=args.threads)
             for env in args.envs.split(","):
-                tasks = resolve_tasks(env, DEFAULT_SPLITS[env], {"max_steps": STEPS[env]}, None)[: args.episodes]
+                tasks = resolve_tasks(env, get_spec(env).default_split, {"max_steps": STEPS[env]}, None)[: args.episodes]
                 timed(reuse, env, tasks[:2], 2)  # warm-up (and the env's caches)
                 res = {}
                 res["sequential"] = timed(plain, env, tasks[: args.seq_episodes], 1)

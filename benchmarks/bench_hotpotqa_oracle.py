@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS)
     ap.add_argument("-n", type=int, default=None)
     args = ap.parse_args()
-    env = HotPotQAEnv(split=args.split, max_steps=args.max_steps)
+    env = HotPotQAEnv(split=args.split, max_steps=args.max_steps, privileged=True)
     oracle = make_expert("hotpotqa")
     counts, steps = Counter(), Counter()
     t0 = time.perf_counter()

@@ -77,7 +77,9 @@ def main(argv=None) -> int:
     step = max(1, len(tasks) // a.n)
     tasks = tasks[::step][: a.n]
     goals = load_goals().goals
-    env = WebShopEnv(split=a.split, **getattr(mod, "ENV_KWARGS", {}))
+    from sad_eval.agents.experts import expert_env_kwargs
+
+    env = WebShopEnv(split=a.split, **expert_env_kwargs("webshop"))
     oracle = mod.make_expert()
     t0 = time.time()
     rows = []

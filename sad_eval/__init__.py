@@ -7,6 +7,10 @@ imported on first use so that `import sad_eval` stays light.
 
 __version__ = "0.1.0"
 
+# Registers the envs' gym ids (`gymnasium.make("sad_eval/HotPotQA-v0")` after `import sad_eval`):
+# their specs are strings, so no env module (TextWorld, the WebShop server) is imported here.
+from sad_eval import envs as _envs  # noqa: E402,F401
+
 __all__ = ["evaluate", "collect", "distill", "EvalResult", "DistillResult", "__version__"]
 
 

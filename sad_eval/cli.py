@@ -124,14 +124,14 @@ def data_status(root: Optional[Path] = typer.Option(None, "--root", help="Data r
     """Show which datasets and splits are installed, with item counts."""
     from rich.table import Table
 
-    from sad_eval import data
+    from sad_eval.envs import data_status as env_data_status
     from sad_eval.paths import data_root
 
     root = root or data_root()
     table = Table(title=f"sad-eval data ({root})")
     for col, just in (("dataset", "left"), ("split", "left"), ("items", "right"), ("unit", "left"), ("present", "center")):
         table.add_column(col, justify=just)
-    rows = data.status(root)
+    rows = env_data_status(root)
     for r in rows:
         table.add_row(r.dataset, r.split, str(r.items), r.unit, "[green]yes[/]" if r.present else "[red]no[/]")
     console.print(table)

@@ -8,7 +8,6 @@ verifies it, so a partial or tampered source never yields a half-installed root 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,9 +30,6 @@ UPSTREAM = {
     "hotpotqa.github.io, converted to hotpotqa/hotpotqa_with_context.jsonl (docs/data.md)",
     "react": "ReAct prompts: github.com/ysymyth/ReAct data/ and prompts/",
 }
-
-ALFWORLD_SPLITS = {"train": "valid_train", "valid_seen": "valid_seen", "valid_unseen": "valid_unseen"}
-
 
 def read_sums(source: Path) -> dict[str, str]:
     """Map relative path -> sha256 from a ``SHA256SUMS`` file."""
@@ -158,47 +154,16 @@ class DatasetStatus:
     present: bool
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
 
 def status(root: Path | None = None) -> list[DatasetStatus]:
-    """What is installed: one row per dataset split with its item count."""
+    """The rows of data no single env owns (ReAct's prompts); each env's own rows come from its
+    spec (`EnvSpec.data_status`) and `sad_eval.envs.data_status` puts them all together."""
     root = Path(root or data_root())
     rows: list[DatasetStatus] = []
-    for split, folder in ALFWORLD_SPLITS.items():
-        d = root / "alfworld" / "json_2.1.1" / folder
-        n = len(list(d.glob("*/*/game.tw-pddl"))) if d.is_dir() else 0
-        rows.append(DatasetStatus("alfworld", split, "games", n, n > 0))
-    docs = root / "webshop" / "items_1k_documents.jsonl"
-    rows.append(DatasetStatus("webshop", "catalogue", "products", _count_lines(docs) if docs.is_file() else 0,
-                              docs.is_file()))
-    ins = root / "webshop" / "items_ins_v2_1000.json"
-    n_ins = 0
-    if ins.is_file():
-        n_ins = sum(1 for v in json.loads(ins.read_text()).values() if v.get("instruction"))
-    rows.append(DatasetStatus("webshop", "goals", "instructed products", n_ins, ins.is_file()))
-    hp = root / "hotpotqa" / "hotpotqa_with_context.jsonl"
-    counts: dict[str, int] = {}
-    titles: set[str] = set()
-    if hp.is_file():
-        with open(hp) as f:
-            for line in f:
-                rec = json.loads(line)
-                titles.update(t for t, _ in rec["context"])
-                # counted as the env's splits are (envs/hotpotqa.py): distractor-setting questions with
-                # their gold paragraphs; the fullwiki records only add paragraphs to the shared store
-                ctx = {t for t, _ in rec["context"]}
-                if rec.get("setting", "distractor") == "distractor" and all(t in ctx for t, _ in rec["supporting_facts"]):
-                    counts[rec["split"]] = counts.get(rec["split"], 0) + 1
-                else:
-                    counts["other"] = counts.get("other", 0) + 1
-    for split, unit in (("train", "questions"), ("dev", "distractor questions")):
-        rows.append(DatasetStatus("hotpotqa", split, unit, counts.get(split, 0), split in counts))
-    if counts.get("other"):
-        rows.append(DatasetStatus("hotpotqa", "other", "fullwiki records", counts["other"], True))
-    rows.append(DatasetStatus("hotpotqa", "wikipedia", "paragraph titles", len(titles), hp.is_file()))
     react = root / "react"
     n_react = len(list(react.glob("*.json"))) if react.is_dir() else 0
     rows.append(DatasetStatus("react", "prompts", "files", n_react, n_react > 0))

@@ -22,13 +22,11 @@ from typing import Any, Callable
 import yaml
 
 from sad_eval.data import sha256_file
+from sad_eval.envs.spec import env_names, find_spec
 from sad_eval.errors import SadEvalError, redact_url
 from sad_eval.layout import ckpt_dir, eval_file, partial_file, student_key, teacher_file
 from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_atomic, write_text_atomic
 
-ENVS = ("alfworld", "webshop", "hotpotqa")
-DEFAULT_TEACHER = {"alfworld": "expert", "webshop": "oracle", "hotpotqa": "oracle"}
-DEFAULT_EVAL_SPLIT = {"alfworld": "valid_unseen", "webshop": "test", "hotpotqa": "dev500"}
 # settings that change speed, not results: left out of stage digests so a rerun with another
 # thread count resumes instead of starting over
 SPEED_ONLY = ("threads", "prefix_cache")
@@ -132,11 +130,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise SadEvalError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
     envs = []
     for name, plan in _expect(path, "envs", raw.get("envs") or {}, dict, "a mapping env -> settings").items():
-        if name not in ENVS:
-            raise SadEvalError(f"{path}: unknown env {name!r}; choose from {', '.join(ENVS)}")
+        spec = find_spec(name)
+        if spec is None:
+            raise SadEvalError(f"{path}: unknown env {name!r}; choose from {', '.join(env_names())}")
         plan = dict(_expect(path, f"envs.{name}", plan or {}, dict, "a mapping of settings"))
-        plan.setdefault("eval_split", DEFAULT_EVAL_SPLIT[name])
-        plan.setdefault("teacher", DEFAULT_TEACHER[name])
+        plan.setdefault("train_split", spec.train_split)
+        plan.setdefault("eval_split", spec.default_split)
+        plan.setdefault("teacher", spec.teacher)
         try:
             envs.append(EnvPlan(name=name, **plan))
         except TypeError as e:

@@ -18,6 +18,7 @@ from collections import Counter
 from statistics import mean
 from typing import Callable, Iterable, Sequence
 
+from sad_eval.envs.spec import EnvMetric, env_specs, find_spec
 from sad_eval.trajectory import Episode
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -107,17 +108,24 @@ def invalid_action_rate(episodes: Sequence[Episode]) -> float:
     return 100.0 * sum(s.invalid for s in steps) / len(steps) if steps else float("nan")
 
 
-# How each env answers an action it cannot carry out (see the env modules): ALFWorld's game says
-# "Nothing happens." (a command outside the admissible set, e.g. an object not in the room);
-# WebShop and HotPotQA return an "Invalid action: ..." observation.
-REJECTION_PREFIX = {"alfworld": "Nothing happens.", "webshop": "Invalid action", "hotpotqa": "Invalid action"}
+def step_rejected(env: str, step) -> bool | None:
+    """Whether the env rejected this step's action: its typed flag, else (old files) the text rule;
+    None when neither is known (an old file of an env without a text rule)."""
+    if step.rejected is not None:
+        return bool(step.rejected)
+    # files written before steps recorded the env's flag: how the env words a rejection
+    # (`EnvSpec.legacy_rejection_prefix`), the rule this metric used before
+    spec = find_spec(env)
+    prefix = spec.legacy_rejection_prefix if spec is not None else ""
+    return step.observation.strip().startswith(prefix) if prefix else None
 
 
 def rejected_action_rate(episodes: Sequence[Episode]) -> float:
     """Percent of parsed actions (turns that are not invalid) that the env rejected: the action was
-    well-formed but not possible there, a sign of an agent not grounded in its observations."""
-    refused = [s.observation.strip().startswith(REJECTION_PREFIX[e.env])
-               for e in _ok(episodes) if e.env in REJECTION_PREFIX for s in e.steps if not s.invalid]
+    well-formed but not possible there, a sign of an agent not grounded in its observations. The
+    env says so in `info["rejected"]` (recorded as `Step.rejected`)."""
+    refused = [r for e in _ok(episodes) for s in e.steps if not s.invalid
+               for r in (step_rejected(e.env, s),) if r is not None]
     return 100.0 * sum(refused) / len(refused) if refused else float("nan")
 
 
@@ -168,11 +176,26 @@ def summarize(episodes: Sequence[Episode], teacher: Sequence[Episode] | None = N
         out.update(invalid_turn_kinds(ok, max_new_tokens))
     if teacher is not None:
         out["cot_match"], out["cot_pairs"] = cot_match_rate(ok, teacher, tokenize)
-    envs = {e.env for e in ok}
-    if "webshop" in envs:
-        out["webshop_score"] = mean_score([e for e in ok if e.env == "webshop"])
-    if "hotpotqa" in envs:
-        hp = [e for e in ok if e.env == "hotpotqa"]
-        out["hotpotqa_em"] = mean_meta(hp, "em")
-        out["hotpotqa_f1"] = mean_meta(hp, "f1")
+    out.update(env_metrics(ok))
+    return out
+
+
+def env_metric(episodes: Sequence[Episode], metric: EnvMetric) -> float:
+    """One env's own metric (`EnvMetric`): mean score or mean ``meta`` value, in percent."""
+    if metric.source == "score":
+        return mean_score(episodes)
+    if metric.source.startswith("meta:"):
+        return mean_meta(episodes, metric.source[len("meta:"):])
+    raise ValueError(f"unknown metric source {metric.source!r} (expected score or meta:KEY)")
+
+
+def env_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The metrics each env present declares beyond the shared ones (`EnvSpec.metrics`: WebShop's
+    score, HotPotQA's EM/F1), over that env's episodes."""
+    out: dict[str, float] = {}
+    for spec in env_specs():
+        mine = [e for e in episodes if e.env == spec.name]
+        if mine:
+            for metric in spec.metrics:
+                out[metric.key] = env_metric(mine, metric)
     return out

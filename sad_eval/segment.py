@@ -2,8 +2,8 @@
 
 SAD (Structured Agent Distillation, §3.2-3.3 and Appendix D/F) splits each teacher trajectory by
 rule: ``Reasoning:`` text is a REASON span, ``Action:`` text (and HotPotQA's final ``Answer:``)
-an ACT span. Here the rules are data: a table per env maps each line marker to a span kind
-(``None`` = context, never supervised). Adding an env is one table row.
+an ACT span. Here the rules are data: each env's spec (`EnvSpec.segmentation`) maps each line
+marker to a span kind (``None`` = context, never supervised).
 
 Choices written down (docs/segmentation.md):
 - A span runs from its marker to the next marker (or the end of the text), so it includes the
@@ -24,33 +24,30 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from sad_eval.envs.spec import ACT, REASON, cached_by_registry, env_specs, find_spec
 from sad_eval.errors import SadEvalError
 
-REASON, ACT = "REASON", "ACT"
+__all__ = ["REASON", "ACT", "rules", "rule_table", "segment", "format_turn", "parse_turn", "linearize"]
 
-# marker -> span kind, per rule set. `None` = context (observations are the env's words).
-RULES: dict[str, dict[str, str | None]] = {
-    "alfworld": {"Reasoning": REASON, "Thought": REASON, "Action": ACT, "Observation": None},
-    "webshop": {"Reasoning": REASON, "Thought": REASON, "Action": ACT, "Observation": None},
-    "hotpotqa": {"Reasoning": REASON, "Thought": REASON, "Action": ACT, "Answer": ACT, "Observation": None},
-    # The paper's two-phase rule for HotPotQA: everything generated before the final answer is
-    # reasoning (tool calls included); only the `Answer:` line is the action.
-    "hotpotqa-two-phase": {"Reasoning": REASON, "Thought": REASON, "Action": REASON, "Answer": ACT,
-                           "Observation": None},
-}
 
-# How an env's terminal action is written in the transcript: HotPotQA's `finish[x]` is the
-# line `Answer: x` (paper Appendix E.1), and parsing maps it back.
-ANSWER_ACTION: dict[str, tuple[str, str]] = {"hotpotqa": (r"^finish\[(.*)\]$", "finish[{}]")}
+@cached_by_registry
+def rules() -> dict[str, dict[str, str | None]]:
+    """Every named rule table (marker -> span kind; `None` = context, the env's own words): each
+    env's default rule under its name, and the alternatives it declares (`EnvSpec.extra_rules`,
+    e.g. ``hotpotqa-two-phase``)."""
+    return {name: dict(table) for spec in env_specs() for name, table in spec.rules.items()}
 
-DEFAULT_RULE = {"alfworld": "alfworld", "webshop": "webshop", "hotpotqa": "hotpotqa"}
+
+def _rule(name: str) -> dict[str, str | None] | None:
+    return rules().get(name)
 
 
 def rule_table(env: str, rule: str | None = None) -> dict[str, str | None]:
-    name = rule or DEFAULT_RULE.get(env, env)
-    if name not in RULES:
-        raise SadEvalError(f"unknown segmentation rule {name!r}; choose one of {', '.join(sorted(RULES))}")
-    return RULES[name]
+    name = rule or env
+    table = _rule(name)
+    if table is None:
+        raise SadEvalError(f"unknown segmentation rule {name!r}; choose one of {', '.join(sorted(rules()))}")
+    return table
 
 
 def _marker_re(markers: Sequence[str]) -> re.Pattern[str]:
@@ -101,12 +98,20 @@ def require_reason_and_act(spans: Sequence[Span], where: str = "trajectory") -> 
 
 # ---------------------------------------------------------------- turns: format and parse
 
+def _answer_action(env: str) -> tuple[str, str, str] | None:
+    """How an env's terminal action is written on its own line (`EnvSpec.answer_action`): HotPotQA's
+    ``finish[x]`` is the line ``Answer: x`` (paper Appendix E.1), and parsing maps it back."""
+    spec = find_spec(env)
+    return spec.answer_action if spec is not None else None
+
+
 def format_action(env: str, action: str) -> str:
     """The transcript line for an env action (``Action: x``, or ``Answer: x`` for a finish)."""
-    if env in ANSWER_ACTION:
-        m = re.match(ANSWER_ACTION[env][0], action.strip(), re.S)
+    answer = _answer_action(env)
+    if answer:
+        m = re.match(answer[0], action.strip(), re.S)
         if m:
-            return f"Answer: {m.group(1)}"
+            return f"{answer[1]}: {m.group(1)}"
     return f"Action: {action}"
 
 
@@ -135,8 +140,9 @@ def parse_turn(env: str, text: str) -> ParsedTurn:
         return ParsedTurn(" ".join(reasons).strip(), text.strip(), False)
     act = acts[0]
     body = act.body(text).split("\n", 1)[0].strip()  # one action line
-    if act.marker == "Answer" and env in ANSWER_ACTION:
-        body = ANSWER_ACTION[env][1].format(body)
+    answer = _answer_action(env)
+    if answer and act.marker == answer[1]:
+        body = answer[2].format(body)
     return ParsedTurn(" ".join(reasons).strip(), body, bool(body))
 
 

@@ -37,6 +37,18 @@ def _agent_help() -> str:
     return agent_help()
 
 
+def _env_help() -> str:
+    from sad_eval.envs.spec import env_choices
+
+    return env_choices()
+
+
+def _split_help() -> str:
+    from sad_eval.envs.spec import default_splits_help
+
+    return f"Default: {default_splits_help()} (collect: train)."
+
+
 def _tasks_text(value: Any) -> str:
     return value if isinstance(value, str) else ",".join(map(str, value))
 
@@ -46,9 +58,9 @@ class RunSettings:
     """What `sad-eval eval` / `sad-eval collect` run; ``kind`` says which (it is the command)."""
 
     agent: str = flag(name="--agent", required=True, help=_agent_help, per_command={COLLECT: {"name": "--teacher"}})
-    env: str = flag(name="--env", required=True, help="alfworld | webshop | hotpotqa")
+    env: str = flag(name="--env", required=True, help=_env_help)
     kind: str = EVAL  # eval | collect
-    split: str | None = flag(None, "--split", "Default: valid_unseen / test / dev500 (collect: train).",
+    split: str | None = flag(None, "--split", _split_help,
                              per_command={COLLECT: {"help": "Task split to collect on (default train)."}})
     samples: int = flag(1, "--samples", "Samples per task (use with --temperature).", commands=(COLLECT,),
                         at_least=1)
@@ -99,9 +111,9 @@ class RunSettings:
 
     @property
     def resolved_split(self) -> str:
-        from sad_eval.envs import DEFAULT_SPLITS
+        from sad_eval.envs import get_spec
 
-        return self.split or ("train" if self.kind == COLLECT else DEFAULT_SPLITS[self.env])
+        return self.split or ("train" if self.kind == COLLECT else get_spec(self.env).default_split)
 
 
 def check_settings(s: RunSettings, base_url: str | None) -> None:
@@ -162,13 +174,13 @@ def run_config(s: RunSettings, policy: Any = None):
     the Python API, named by ``s.agent``)."""
     from sad_eval.agents.hf import DecodingConfig
     from sad_eval.agents.registry import MODEL_BATCH, AgentSpec, agent_kind
-    from sad_eval.envs import env_id
+    from sad_eval.envs import env_specs, get_spec
     from sad_eval.harness import SUBSETS
     from sad_eval.run import RunConfig, parse_shard
 
     if s.resume and s.overwrite:
         raise SadEvalError("--resume and --overwrite contradict each other: pick one")
-    env_id(s.env)  # unknown env -> one clear error
+    env_spec = get_spec(s.env)  # unknown env -> one clear error
     split = s.resolved_split
     kind = agent_kind(s.agent)
     base_url = s.base_url
@@ -189,8 +201,9 @@ def run_config(s: RunSettings, policy: Any = None):
     if s.max_steps:
         env_kwargs["max_steps"] = s.max_steps
     if s.server_url:
-        if s.env != "webshop":
-            raise SadEvalError("--server-url applies to --env webshop only")
+        if not env_spec.server_url:
+            servers = [e.name for e in env_specs() if e.server_url]
+            raise SadEvalError(f"--server-url applies to --env {' | '.join(servers)} only")
         env_kwargs["server_url"] = s.server_url
     if policy is None:
         env_kwargs.update(kind.env_kwargs(s.env))

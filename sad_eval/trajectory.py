@@ -34,6 +34,9 @@ class Step:
     context_tokens: int | None = None  # tokens of the context the model saw for this turn (model agents)
     obs_visible: bool | None = None  # the latest observation was in that context (model agents)
     raw: str = ""  # the text the model generated this turn, before parsing (empty: scripted / older files)
+    # the env could not carry out this (well-formed) action: its typed `info["rejected"]` (envs/base.py);
+    # None in files written before it was recorded (metrics then fall back to the old text rule)
+    rejected: bool | None = None
 
 
 @dataclass

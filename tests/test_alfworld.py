@@ -26,7 +26,7 @@ WINNING = ["go to desk 2", "take alarmclock 1 from desk 2", "go to desk 1", "use
 def env(data_root):
     from sad_eval.envs.alfworld import ALFWorldEnv
 
-    e = ALFWorldEnv(split="valid_unseen", data_root=data_root)
+    e = ALFWorldEnv(split="valid_unseen", data_root=data_root, privileged=True)
     yield e
     e.close()
 
@@ -35,7 +35,7 @@ def env(data_root):
 def other_env(data_root):
     from sad_eval.envs.alfworld import ALFWorldEnv
 
-    e = ALFWorldEnv(split="valid_unseen", data_root=data_root)
+    e = ALFWorldEnv(split="valid_unseen", data_root=data_root, privileged=True)
     yield e
     e.close()
 
@@ -128,7 +128,7 @@ def test_hand_played_win(env):
 def test_invalid_action_and_step_cap(data_root):
     from sad_eval.envs.alfworld import ALFWorldEnv
 
-    e = ALFWorldEnv(data_root=data_root, max_steps=3, expert=False, tasks=[GAME])
+    e = ALFWorldEnv(data_root=data_root, max_steps=3, tasks=[GAME])
     _, info = e.reset(seed=0)
     assert info["task_id"] == GAME and "privileged" not in info
     obs, reward, terminated, truncated, _ = e.step("fly to the moon")
@@ -164,7 +164,7 @@ def test_reset_without_options_is_seeded(data_root):
     from sad_eval.envs.alfworld import ALFWorldEnv
 
     pool = [GAME, "valid_unseen/look_at_obj_in_light-AlarmClock-None-DeskLamp-308/trial_T20190908_222933_607649"]
-    e = ALFWorldEnv(data_root=data_root, tasks=pool, expert=False)
+    e = ALFWorldEnv(data_root=data_root, tasks=pool)
     first = [e.reset(seed=7)[1]["task_id"] for _ in range(2)]
     assert first[0] == first[1] and first[0] in pool
     e.close()

@@ -131,7 +131,7 @@ def test_teacher_claims_are_true_of_what_was_shown_on_real_games(data_root):
     from sad_eval.envs import make_env
     from sad_eval.harness import run_episode
 
-    env = make_env("alfworld", split="train", data_root=data_root, expert=True, max_steps=50)
+    env = make_env("alfworld", split="train", data_root=data_root, privileged=True, max_steps=50)
     try:
         eps = [run_episode(env, make_expert("alfworld"), "alfworld", g, split="train") for g in GAMES]
     finally:

@@ -117,7 +117,7 @@ def test_pick_two_counts_placements():
 def test_needs_privileged_info():
     s = state("pick_and_place_simple", "look")
     s.info.pop("privileged")
-    with pytest.raises(SadEvalError, match="expert=True"):
+    with pytest.raises(SadEvalError, match="privileged=True"):
         ALFWorldTeacher().act([s])
     with pytest.raises(SadEvalError):
         make_expert(temperature=1.0)

@@ -3,6 +3,7 @@ import hashlib
 import pytest
 
 from sad_eval import data
+from sad_eval.envs import data_status  # each env's rows (its spec) and the shared ones
 from sad_eval.errors import SadEvalError
 
 
@@ -46,7 +47,7 @@ def test_link_mode_and_status_counts(tmp_path):
     src = make_source(tmp_path, {"react/a.json": b"{}", "webshop/items_1k_documents.jsonl": b'{"id":1}\n{"id":2}\n'})
     dest = data.install(src, tmp_path / "root", link=True, log=lambda *a: None)
     assert (dest / "react/a.json").is_symlink()
-    rows = {(r.dataset, r.split): r for r in data.status(dest)}
+    rows = {(r.dataset, r.split): r for r in data_status(dest)}
     assert rows[("webshop", "catalogue")].items == 2 and rows[("webshop", "catalogue")].present
     assert not rows[("alfworld", "valid_unseen")].present
 
@@ -57,7 +58,7 @@ def test_require_names_the_install_command(tmp_path):
 
 
 def test_real_data_status(data_root):
-    rows = {(r.dataset, r.split): r.items for r in data.status(data_root)}
+    rows = {(r.dataset, r.split): r.items for r in data_status(data_root)}
     assert rows[("alfworld", "valid_unseen")] == 134
     assert rows[("webshop", "catalogue")] == 1000
     assert rows[("hotpotqa", "train")] == 908

@@ -27,7 +27,7 @@ def store(data_root):
 def env(store, data_root):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
 
-    return HotPotQAEnv(split="dev500", data_root=data_root)
+    return HotPotQAEnv(split="dev500", data_root=data_root, privileged=True)
 
 
 def _step(env, action):
@@ -118,7 +118,7 @@ def test_lookup_restarts_when_the_keyword_as_typed_changes(data_root, store):
     stays case-insensitive)."""
     from sad_eval.envs.hotpotqa import HotPotQAEnv
 
-    env = HotPotQAEnv(data_root=data_root, max_steps=20)
+    env = HotPotQAEnv(data_root=data_root, max_steps=20, privileged=True)
     env.reset(options={"task_id": MENOTTI})
     env.step("search[Maria Golovin]")
     hits = [s for s in store.sentences_of("Maria Golovin") if "the" in s.lower()]
@@ -136,7 +136,7 @@ def test_think_is_answered_like_reacts_env(env):
 def test_lookup_restarts_after_a_new_search(data_root, store):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
 
-    env = HotPotQAEnv(data_root=data_root, max_steps=20)
+    env = HotPotQAEnv(data_root=data_root, max_steps=20, privileged=True)
     env.reset(options={"task_id": BLUE})
     env.step("search[Blue]")
     first = env.step("lookup[blue]")[0]
@@ -199,7 +199,7 @@ def test_finish_scores_em_and_f1(env):
 def test_step_cap_truncates_with_zero_score(data_root, store):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=3)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True, max_steps=3)
     env.reset(options={"task_id": MENOTTI})
     for i in range(2):
         assert _step(env, "search[Maria Golovin]")[3] is False
@@ -231,7 +231,7 @@ def test_default_step_cap_is_reacts_seven(env):
 def test_sad_step_cap_flag_gives_eight_actions(data_root, store):
     from sad_eval.envs.hotpotqa import SAD_MAX_STEPS, HotPotQAEnv
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=SAD_MAX_STEPS)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True, max_steps=SAD_MAX_STEPS)
     env.reset(options={"task_id": MENOTTI})
     for i in range(7):
         assert _step(env, "search[nothing here at all]")[3] is False
@@ -312,7 +312,7 @@ def _oracle_episode(data_root, task_id):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
     from sad_eval.harness import run_episode
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True)
     oracle = make_expert("hotpotqa")
     assert oracle.name == "oracle"
     return run_episode(env, oracle, "hotpotqa", task_id, split="dev500")
@@ -369,7 +369,7 @@ def test_oracle_respects_a_tight_step_cap(data_root, store):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
     from sad_eval.harness import run_episode
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=3)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True, max_steps=3)
     ep = run_episode(env, make_expert("hotpotqa"), "hotpotqa", BLUE)
     # three actions do not reach Blue from what is shown: it says so and answers from what it found
     assert len(ep.steps) <= 3 and ep.steps[-1].action.startswith("finish[")
@@ -386,7 +386,7 @@ def test_oracle_finishes_at_step_caps_one_and_two(data_root, store, cap):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
     from sad_eval.harness import run_episode
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root, max_steps=cap)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True, max_steps=cap)
     for tid in (MENOTTI, BLUE, GUAM):
         ep = run_episode(env, make_expert("hotpotqa"), "hotpotqa", tid)
         assert ep.status == "ok" and 1 <= len(ep.steps) <= cap
@@ -405,7 +405,7 @@ def test_oracle_comparison_of_what_both_share_answers_from_the_page(data_root, s
     from sad_eval.envs.hotpotqa import HotPotQAEnv
     from sad_eval.harness import run_episode
 
-    env = HotPotQAEnv(split="dev", data_root=data_root)
+    env = HotPotQAEnv(split="dev", data_root=data_root, privileged=True)
     ep = run_episode(env, make_expert("hotpotqa"), "hotpotqa", "5a733c925542991f9a20c6b7")
     assert ep.steps[-1].action == "finish[cocktails]" and ep.success
     assert "family of cocktails" in ep.steps[-1].reasoning and "guess" not in ep.steps[-1].reasoning
@@ -468,7 +468,7 @@ def dev_slice(data_root, store):
     from sad_eval.envs.hotpotqa import HotPotQAEnv
     from sad_eval.harness import run_episode
 
-    env = HotPotQAEnv(split="dev500", data_root=data_root)
+    env = HotPotQAEnv(split="dev500", data_root=data_root, privileged=True)
     oracle = make_expert("hotpotqa")
     return [run_episode(env, oracle, "hotpotqa", t) for t in env.task_ids[:150]]
 

@@ -90,3 +90,21 @@ def test_rejected_actions_are_well_formed_actions_the_env_refused():
     assert M.rejected_action_rate([alf, web]) == 50.0
     assert M.summarize([web])["rejected_rate"] == 50.0
     assert math.isnan(M.rejected_action_rate([Episode("alfworld", "s", "v", "student")]))
+
+
+def test_rejection_is_the_envs_typed_flag_with_the_text_rule_only_for_old_files():
+    """New steps carry the env's `info["rejected"]` (`Step.rejected`): it wins over any text (WebShop's
+    `simple` pages answer a refused click with the page itself, which the text rule missed). Steps of
+    files written before the flag (`rejected` None) fall back to the env's old wording."""
+    web = Episode("webshop", "s", "u", "student", steps=[
+        Step("r", "click[nothing]", observation="WebShop [SEP] Instruction: [SEP] ...", rejected=True),
+        Step("r", "search[x]", observation="Invalid action is a product name here", rejected=False)])
+    assert M.rejected_action_rate([web]) == 50.0
+    old = Episode.from_dict({"env": "alfworld", "task_id": "t", "steps": [
+        {"reasoning": "r", "action": "go to shelf 11", "observation": "Nothing happens."},
+        {"reasoning": "r", "action": "look", "observation": "You are in the middle of a room."}]})
+    assert [s.rejected for s in old.steps] == [None, None]
+    assert M.rejected_action_rate([old]) == 50.0
+    unknown = Episode("someenv", "s", "t", "a", steps=[Step("r", "x", observation="Nothing happens.")])
+    assert math.isnan(M.rejected_action_rate([unknown]))  # old file, no rule known: left out
+    assert Episode.from_dict(web.to_dict()).steps[0].rejected is True  # recorded in the JSONL

@@ -8,7 +8,7 @@ from sad_eval.agents.hf import DecodingConfig, HFPolicy
 from sad_eval.agents.kv_reuse import KVStore, common_prefix
 from sad_eval.envs import make_env
 from sad_eval.harness import plan_jobs, rollout
-from sad_eval.envs.base import DEFAULT_SPLITS
+from sad_eval.envs import get_spec
 
 ENV_KW = {"alfworld": {"max_steps": 5}, "webshop": {"max_steps": 4}, "hotpotqa": {"max_steps": 4}}
 
@@ -17,7 +17,7 @@ def _play(path, env: str, reuse: bool, batch: int, n: int = 2, max_new: int = 16
           max_context: int | None = None):
     policy = HFPolicy(path, decoding=DecodingConfig(max_new_tokens=max_new), prefix_cache=reuse, logprobs=logprobs,
                       max_context=max_context)
-    split = DEFAULT_SPLITS[env]
+    split = get_spec(env).default_split
     from sad_eval.run import resolve_tasks
 
     tasks = resolve_tasks(env, split, ENV_KW[env], None)[:n]

@@ -99,7 +99,7 @@ def test_agent_kinds_and_the_env_keywords_each_needs(tmp_path):
     for env in ("alfworld", "webshop", "hotpotqa"):
         assert agent_env_kwargs("expert", env) == expert_env_kwargs(env)  # the experts registry, by name
         assert agent_env_kwargs("smollm2-135m", env) == {} == agent_env_kwargs("openai:m", env)
-    assert agent_env_kwargs("expert", "alfworld") == {"expert": True}
+    assert agent_env_kwargs("expert", "alfworld") == {"privileged": True}
     assert (default_batch("oracle"), default_batch("openai:m"), default_batch(str(tmp_path))) == (1, 8, 8)
     assert not agent_kind("expert").generates and agent_kind("openai:m").generates
 

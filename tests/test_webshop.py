@@ -170,7 +170,7 @@ def test_server_down_raises_one_env_error(data_root):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     env = WebShopEnv(data_root=data_root, server_url=f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01,
-                     oracle=True)
+                     privileged=True)
     t0 = time.monotonic()
     with pytest.raises(EnvError, match=r"unreachable after 3 attempts"):
         env.reset(options={"task_id": "fixed_0"})

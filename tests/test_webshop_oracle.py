@@ -22,11 +22,11 @@ def _amounts(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def episodes(data_root):
     from sad_eval.agents.experts import make_expert
-    from sad_eval.agents.experts.webshop import ENV_KWARGS
+    from sad_eval.agents.experts import expert_env_kwargs
     from sad_eval.envs.webshop.env import WebShopEnv
     from sad_eval.harness import run_episode
 
-    assert ENV_KWARGS == {}  # it asks the env for no privileged facts
+    assert expert_env_kwargs("webshop") == {}  # it asks the env for no privileged facts
     env = WebShopEnv(split="train", data_root=data_root)
     oracle = make_expert("webshop")
     try:

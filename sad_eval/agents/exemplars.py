@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from sad_eval.envs.spec import get_spec, load
 from sad_eval.errors import SadEvalError
 
 REACT = "react"
-REACT_FILES = {"alfworld": "react/alfworld_3prompts.json", "hotpotqa": "react/prompts_naive.json"}
 
 
 def parse_spec(spec: Any) -> str:
@@ -79,8 +78,9 @@ class Exemplars:
 
     def for_task(self, task_id: str) -> tuple[str, ...]:
         if self.by_type:
-            from sad_eval.envs.alfworld import task_type_of
+            from sad_eval.envs.spec import get_spec, load
 
+            task_type_of = load(get_spec(self.env).task_type)
             return tuple(self.by_type.get(task_type_of(task_id), ()))
         return tuple(self.shared)
 
@@ -104,118 +104,31 @@ def load_exemplars(env: str, spec: Any, data_root: str | Path | None = None) -> 
     if spec.startswith(REACT):
         return _react(env, spec, data_root)
     k = int(spec)
-    if env == "alfworld":
-        from sad_eval.agents.experts.alfworld import build_exemplars
+    env_spec = get_spec(env)
+    if not env_spec.exemplars:
+        raise SadEvalError(f"no exemplars for env {env!r}")
+    return _exemplars(env, spec, load(env_spec.exemplars)(k, data_root))
 
-        by_type = build_exemplars(data_root, per_type=k)
-        short = [t for t, ex in by_type.items() if len(ex) < k]
-        if short:
-            raise SadEvalError(f"--exemplars {k}: the ALFWorld teacher won fewer than {k} train episodes of "
-                               f"type {', '.join(short)}")
-        return Exemplars(env, spec, by_type={t: list(ex) for t, ex in by_type.items()})
-    if env == "hotpotqa":
-        from sad_eval.agents.experts.hotpotqa import build_exemplars
 
-        return Exemplars(env, spec, shared=list(build_exemplars(data_root, k=k)))
-    if env == "webshop":
-        return Exemplars(env, spec, shared=webshop_exemplars(k, data_root))
-    raise SadEvalError(f"no exemplars for env {env!r}")
+def _exemplars(env: str, spec: str, built: Mapping[str, Sequence[str]] | Sequence[str]) -> Exemplars:
+    """A builder's answer: a dict (task type -> exemplars) or one list for every task."""
+    if isinstance(built, Mapping):
+        return Exemplars(env, spec, by_type={t: list(ex) for t, ex in built.items()})
+    return Exemplars(env, spec, shared=list(built))
 
 
 def _react(env: str, spec: str, data_root) -> Exemplars:
     from sad_eval.data import require
 
-    if env not in REACT_FILES:
+    env_spec = get_spec(env)
+    if not env_spec.react_prompts:
         raise SadEvalError(f"--exemplars {spec}: ReAct's {env} prompt is not in the data dir (it is inline in "
                            "ReAct's notebook); use --exemplars K (teacher episodes from train)")
     key = spec.partition(":")[2].strip()
-    prompts = json.loads(require(REACT_FILES[env], Path(data_root) if data_root else None).read_text())
+    prompts = json.loads(require(env_spec.react_prompts, Path(data_root) if data_root else None).read_text())
     if key and key not in prompts:
-        raise SadEvalError(f"--exemplars {spec}: no {key!r} in {REACT_FILES[env]} "
+        raise SadEvalError(f"--exemplars {spec}: no {key!r} in {env_spec.react_prompts} "
                            f"(has {', '.join(sorted(prompts)[:8])}…)")
-    if env == "alfworld":
-        from sad_eval.agents.experts.alfworld import REACT_PREFIX, _convert_react
-
-        if key:
-            return Exemplars(env, spec, shared=[_convert_react(prompts[key])])
-        # ReAct (alfworld.ipynb) prompts with react_{v}_1 then react_{v}_0
-        return Exemplars(env, spec, by_type={t: [_convert_react(prompts[f"react_{v}_{i}"]) for i in (1, 0)]
-                                             for t, v in REACT_PREFIX.items()})
-    return Exemplars(env, spec, shared=convert_react_hotpotqa(prompts[key or "webthink_simple6"]))
+    return _exemplars(env, spec, load(env_spec.react_exemplars)(prompts, key))
 
 
-_REACT_LINE = re.compile(r"^(Thought|Action|Observation) \d+: ?(.*)$")
-_REACT_ACTION = re.compile(r"^(Search|Lookup|Finish)\[(.*)\]$")
-
-
-def convert_react_hotpotqa(text: str) -> list[str]:
-    """ReAct's HotPotQA prompt (``Question:``/``Thought i:``/``Action i: Search[x]``/``Observation i:``
-    blocks) as our transcripts: Thought -> Reasoning, ``Search[x]`` -> ``search[x]``,
-    ``Lookup[x]`` -> ``lookup[x]``, ``Finish[x]`` -> the ``Answer: x`` line."""
-    from sad_eval.agents.experts.hotpotqa import transcript
-
-    out = []
-    for block in re.split(r"\n(?=Question:)", text.strip()):
-        lines = block.strip().split("\n")
-        task, steps, cur = lines[0].strip(), [], None
-        for line in lines[1:]:
-            m = _REACT_LINE.match(line.strip())
-            if not m:
-                if cur is not None and steps and cur == "Observation":
-                    steps[-1]["observation"] += "\n" + line.strip()
-                continue
-            cur, body = m.group(1), m.group(2).strip()
-            if cur == "Thought":
-                steps.append({"reasoning": body, "action": "", "observation": ""})
-            elif cur == "Action" and steps:
-                a = _REACT_ACTION.match(body)
-                steps[-1]["action"] = f"{a.group(1).lower()}[{a.group(2)}]" if a else body
-            elif cur == "Observation" and steps:
-                steps[-1]["observation"] = body
-        if steps:
-            out.append(transcript(task, steps))
-    return out
-
-
-WEBSHOP_VERSION = 1
-
-
-def webshop_exemplars(k: int, data_root=None, max_steps: int = 15) -> list[str]:
-    """The WebShop oracle's first ``k`` won train episodes (of at most ``max_steps`` turns), in task
-    order, as plain transcripts; cached in ``cache_root()/exemplars/webshop.json``."""
-    from sad_eval.paths import cache_root
-    from sad_eval.segment import linearize
-
-    path = cache_root() / "exemplars" / "webshop.json"
-    key = {"version": WEBSHOP_VERSION, "max_steps": max_steps}
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key and len(cached["exemplars"]) >= k:
-                return list(cached["exemplars"][:k])
-        except (ValueError, KeyError):
-            pass
-    from sad_eval.agents.experts import expert_env_kwargs, make_expert
-    from sad_eval.envs import make_env
-    from sad_eval.harness import run_episode
-
-    env = make_env("webshop", split="train", data_root=data_root, **expert_env_kwargs("webshop"))
-    oracle = make_expert("webshop")
-    chosen: list[tuple[str, str]] = []
-    try:
-        for tid in env.unwrapped.task_ids:
-            if len(chosen) >= k:
-                break
-            ep = run_episode(env, oracle, "webshop", tid, split="train")
-            if ep.success and len(ep.steps) <= max_steps:
-                chosen.append((tid, ep.prompt.strip() + "\n" + linearize(ep.steps, "webshop")))
-    finally:
-        env.close()
-    if len(chosen) < k:
-        raise SadEvalError(f"--exemplars {k}: the WebShop oracle won only {len(chosen)} train episodes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"key": key, "task_ids": [t for t, _ in chosen],
-                               "exemplars": [x for _, x in chosen]}, ensure_ascii=False, indent=1))
-    tmp.replace(path)
-    return [x for _, x in chosen]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from sad_eval.agents.base import EpisodeState, Turn
 from sad_eval.agents.kv_reuse import KVStore, ReuseStats, decode_with_reuse
 from sad_eval.agents.prompts import build_context
-from sad_eval.agents.stops import ACTION_LINE_END, stop_index  # noqa: F401 (ACTION_LINE_END: its old home)
+from sad_eval.agents.stops import ACTION_LINE_END, action_line_end, stop_index  # noqa: F401 (their old home)
 from sad_eval.errors import SadEvalError
 from sad_eval.segment import parse_turn
 

@@ -7,7 +7,8 @@ through the tokenizer's chat template or as plain text (``chat=False``), and the
 reports where each assistant message sits in the text, so the trainer can segment exactly the
 characters the student would generate.
 
-The instructions paraphrase the paper's Appendix E.1 templates (not copied).
+The instructions paraphrase the paper's Appendix E.1 templates (not copied); each env declares
+its own in its spec (`EnvSpec.instruction`, `act_line`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from sad_eval.envs.spec import get_spec
 from sad_eval.segment import format_turn
 
 FORMAT_RULES = (
@@ -23,35 +25,10 @@ FORMAT_RULES = (
     "{act_line}\n"
 )
 
-INSTRUCTIONS: dict[str, str] = {
-    "alfworld": (
-        "You are an agent in a household. Interact with the room to finish the task. "
-        "Useful actions: go to X, open X, close X, take X from Y, put X in/on Y, clean X with Y, "
-        "heat X with Y, cool X with Y, use X, examine X, look, inventory."
-    ),
-    "webshop": (
-        "You are shopping on a web store for the item described in the instruction. "
-        "Actions: search[keywords] on a search page, click[label] on a button or option shown in [ ]. "
-        "Pick the options the instruction asks for, then click[Buy Now]."
-    ),
-    "hotpotqa": (
-        "Answer the question by searching a Wikipedia store. Actions: search[entity] returns the first "
-        "sentences of that page or similar titles; lookup[keyword] returns the next sentence with the "
-        "keyword on the current page. When you know the answer, give it on an Answer line."
-    ),
-}
-
-ACT_LINES = {
-    "alfworld": "Action: <one command>",
-    "webshop": "Action: <search[...] or click[...]>",
-    "hotpotqa": "Action: <search[...] or lookup[...]>   (or, at the end, Answer: <short answer>)",
-}
-
-
 def system_prompt(env: str, exemplars: Sequence[str] = ()) -> str:
-    if env not in INSTRUCTIONS:
-        raise KeyError(env)
-    text = INSTRUCTIONS[env] + "\n" + FORMAT_RULES.format(act_line=ACT_LINES[env])
+    """The env's ReAct instruction and the turn format (`EnvSpec.instruction`, `act_line`)."""
+    spec = get_spec(env)
+    text = spec.instruction + "\n" + FORMAT_RULES.format(act_line=spec.act_line)
     if exemplars:
         text += "\nHere are examples.\n\n" + "\n\n".join(e.strip() for e in exemplars) + "\n"
     return text

@@ -1,7 +1,7 @@
 """The agent registry: what an `--agent` string names, and what each kind of agent needs.
 
-Kinds, tried in this order: a scripted teacher by name (`expert`, `oracle`: each env's own scripted
-teacher, sad_eval/agents/experts), `openai:MODEL` (an OpenAI-compatible endpoint), and otherwise a
+Kinds, tried in this order: a scripted teacher by name (`expert`, `oracle`, or the name an env's spec
+gives its teacher: each env's own scripted teacher, sad_eval/agents/experts), `openai:MODEL` (an OpenAI-compatible endpoint), and otherwise a
 Hugging Face checkpoint: a directory, or a built-in model name (`smollm2-135m`, sad_eval/models.py).
 Each kind declares the env keywords it needs (a scripted teacher reads privileged facts the env
 exposes only when asked), its default batch, and whether it generates text (decoding, exemplars,
@@ -193,8 +193,15 @@ def _not_rebuilt(spec: AgentSpec):
 
 SCRIPTED_NAMES = ("expert", "oracle")  # either name: the env's own scripted teacher
 
+
+def _is_scripted(agent: str) -> bool:
+    """``expert``, ``oracle``, or the teacher name a registered env's spec declares (`EnvSpec.teacher`)."""
+    from sad_eval.envs.spec import env_specs
+
+    return agent in SCRIPTED_NAMES or any(spec.teacher == agent for spec in env_specs())
+
 KINDS: list[AgentKind] = [
-    AgentKind("scripted", " | ".join(SCRIPTED_NAMES), lambda a: a in SCRIPTED_NAMES, _build_scripted,
+    AgentKind("scripted", " | ".join(SCRIPTED_NAMES), _is_scripted, _build_scripted,
               _scripted_env_kwargs, batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
     AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX), _build_openai, endpoint=True),
     # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other

@@ -9,6 +9,7 @@ import typer
 
 from sad_eval.agents.exemplars import parse_env_specs
 from sad_eval.distill.config import EXEMPLARS_HELP, TrainConfig
+from sad_eval.envs.spec import env_choices
 from sad_eval.errors import SadEvalError
 from sad_eval.options import command
 
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
     def import_cmd(
         file: Path = typer.Argument(..., help="AgentGym (AgentTraj) or ETO-style conversation file: JSON list or JSON lines."),
         out: Path = typer.Option(..., "--out", help="Output trajectory JSONL (teacher data for distill)."),
-        env: Optional[str] = typer.Option(None, "--env", help="alfworld | webshop | hotpotqa (default: from each item_id's prefix)."),
+        env: Optional[str] = typer.Option(None, "--env", help=env_choices() + " (default: from each item_id's prefix)."),
         fmt: str = typer.Option("agentgym", "--format", help="agentgym | eto (both: `conversations` of from/value)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for the mask check (default smollm2-135m)."),
         rule: Optional[str] = typer.Option(None, "--rule", help="Segmentation rule (e.g. hotpotqa-two-phase)."),

@@ -87,7 +87,6 @@ def export_episodes(episodes: Iterable[Episode], fmt: str, only_success: bool = 
 # ---------------------------------------------------------------- import
 
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-ENV_PREFIXES = {"webshop": "webshop", "alfworld": "alfworld", "hotpotqa": "hotpotqa"}
 _MARKER_NEWLINE = re.compile(r"^(Thought|Reasoning|Action|Answer):[ \t]*\n+", re.M)
 _OBS_PREFIX = re.compile(r"^\s*Observation:\s*")
 _ACK = re.compile(r"^\s*(ok|okay|sure)[.!]?\s*$", re.I)
@@ -126,8 +125,10 @@ def _env_of(record: dict, env: str | None) -> str:
     if env:
         return env
     ident = str(record.get("item_id", record.get("id", "")))
-    for prefix, name in ENV_PREFIXES.items():
-        if ident.lower().startswith(prefix):
+    from sad_eval.envs.spec import env_names
+
+    for name in env_names():  # AgentGym's item ids start with the env's name ("webshop_12")
+        if ident.lower().startswith(name):
             return name
     raise ValueError(f"cannot tell the env of {ident!r}: pass --env")
 

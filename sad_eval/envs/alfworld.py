@@ -20,18 +20,15 @@ import importlib.util
 import json
 import random
 import re
-import string
 import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
-import gymnasium
-from gymnasium import spaces
-
-from sad_eval.data import ALFWORLD_SPLITS, require
-from sad_eval.envs.base import EnvError
+from sad_eval.data import require
+from sad_eval.envs.alfworld_spec import SPLIT_FOLDERS as ALFWORLD_SPLITS
+from sad_eval.envs.base import EnvError, TextEnv
 from sad_eval.errors import SadEvalError
 
 GAMES_DIR = "alfworld/json_2.1.1"
@@ -44,9 +41,8 @@ TASK_TYPES = (
     "pick_cool_then_place_in_recep",
     "pick_two_obj_and_place",
 )
-MAX_TEXT = 8192
-TEXT_CHARSET = frozenset(string.printable)
 
+REJECTED = "Nothing happens."  # the game's answer to a command it cannot carry out
 _BANNER = re.compile(r"^\s*-=.*=-\s*$")
 _ARRIVE = re.compile(r"^You arrive at loc \d+\.\s*")
 _TASK = re.compile(r"Your task is to:\s*(.+?)\s*$", re.S)
@@ -186,7 +182,8 @@ def translation_cache(memo: dict[tuple[str, str, bool], Any]) -> Iterator[None]:
 
 
 def make_engine(expert: bool):
-    """One TextWorld PDDL env with the ALFRED wrappers (its own copy of fast-downward's library)."""
+    """One TextWorld PDDL env with the ALFRED wrappers (its own copy of fast-downward's library);
+    with `expert`, also the handcoded expert's plan (slow: only for a teacher that asks for it)."""
     eng = engine()
     extras = ["gamefile"] + (["expert_plan"] if expert else [])
     env = eng.PddlEnv(eng.textworld.EnvInfos(won=True, admissible_commands=True, extras=extras))
@@ -219,24 +216,24 @@ def _engine_errors(task_id: str | None) -> Iterator[None]:
 
 # ---------------------------------------------------------------- the env
 
-class ALFWorldEnv(gymnasium.Env[str, str]):
-    """One ALFWorld game per episode; actions and observations are text.
+class ALFWorldEnv(TextEnv):
+    """One ALFWorld game per episode; actions and observations are text (contract: `envs.base`).
 
     `reset(options={"task_id": id} | {"index": i})` picks the game; without options a game is
     drawn with the env's seeded RNG. Reward 1.0 and `terminated` on a win; `truncated` after
-    `max_steps` actions. With `expert=True` (default) `info["privileged"]` carries the handcoded
-    expert's next command (`expert_action`) and the goal parameters.
+    `max_steps` actions; `info["rejected"]` when the game answers "Nothing happens." (a command it
+    cannot carry out). With `privileged=True` (what the expert asks for) `info["privileged"]`
+    carries the handcoded expert's next command (`expert_action`) and the goal parameters.
     """
 
+    env_name = "ALFWorld"  # in messages
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: turn-based text, set only to quiet the checker
 
     def __init__(self, split: str = "valid_unseen", data_root: str | Path | None = None, max_steps: int = 50,
-                 expert: bool = True, tasks: Sequence[str] | None = None, render_mode: str | None = None):
+                 privileged: bool = False, tasks: Sequence[str] | None = None, render_mode: str | None = None):
         if render_mode not in (None, "ansi"):
             raise SadEvalError(f"unsupported render_mode {render_mode!r} (ALFWorld renders 'ansi' text)")
-        self.split = split
         self.max_steps = int(max_steps)
-        self.expert = bool(expert)
         self.render_mode = render_mode
         self._root = _split_dir(split, data_root).parent
         all_ids = list_tasks(split, data_root)
@@ -248,10 +245,8 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
         if not all_ids:
             raise SadEvalError(f"no ALFWorld games in {self._root / ALFWORLD_SPLITS[split]} "
                                "(run `sad-eval data install`)")
-        self._task_ids = all_ids
-        self.observation_space = spaces.Text(MAX_TEXT, min_length=0, charset=TEXT_CHARSET)
-        self.action_space = spaces.Text(MAX_TEXT, min_length=0, charset=TEXT_CHARSET)
-        self._game = make_engine(self.expert)
+        self._init_text_env(split, all_ids, privileged)
+        self._game = make_engine(self.privileged)
         self._loaded: str | None = None
         self._sas: dict[tuple[str, str, bool], Any] = {}
         self._task_id: str | None = None
@@ -259,31 +254,10 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
         self._goal = ""
         self._obs = ""
         self._steps = 0
-        self._done = True
 
-    @property
-    def task_ids(self) -> list[str]:
-        return list(self._task_ids)
-
-    def _pick(self, options: dict[str, Any] | None) -> str:
-        options = options or {}
-        if "task_id" in options:
-            tid = str(options["task_id"])
-            if tid not in self._task_ids:
-                raise SadEvalError(f"unknown ALFWorld task id {tid!r} for split {self.split!r}")
-            return tid
-        if "index" in options:
-            i = int(options["index"])
-            if not -len(self._task_ids) <= i < len(self._task_ids):
-                raise SadEvalError(f"task index {i} out of range (split {self.split!r} has {len(self._task_ids)})")
-            return self._task_ids[i]
-        return self._task_ids[int(self.np_random.integers(len(self._task_ids)))]
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        super().reset(seed=seed)
-        tid = self._pick(options)
+    def _reset_task(self, tid: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         trial = self._root / tid
-        if self.expert:
+        if self.privileged:
             self._game.rng = random.Random(int(self.np_random.integers(2**31)))
         with translation_cache(self._sas), _engine_errors(tid):
             if self._loaded != tid:
@@ -295,23 +269,22 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
                 self._params = task_params(trial)
                 self._loaded = tid
             state = self._game.reset()
-        self._task_id, self._steps, self._done = tid, 0, False
+        self._task_id, self._steps = tid, 0
         self._obs = clean_observation(state["feedback"], first=True)
         self._goal = goal_of(self._obs)
         return self._obs, self._info(state)
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self._done:
-            raise gymnasium.error.ResetNeeded("the episode is over (or never started): call reset() first")
+    def _step_task(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         with _engine_errors(self._task_id):
             state, _, _ = self._game.step(str(action).strip())
         self._steps += 1
         won = bool(state["won"])
         terminated = won
         truncated = not won and self._steps >= self.max_steps
-        self._done = terminated or truncated
         self._obs = clean_observation(state["feedback"])
-        return self._obs, 1.0 if won else 0.0, terminated, truncated, self._info(state)
+        info = self._info(state)
+        info["rejected"] = self._obs.strip().startswith(REJECTED)
+        return self._obs, 1.0 if won else 0.0, terminated, truncated, info
 
     def _info(self, state) -> dict[str, Any]:
         won = bool(state["won"])
@@ -327,7 +300,7 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
             "steps": self._steps,
             "meta": {"task_type": ttype, "goal": self._goal},
         }
-        if self.expert:
+        if self.privileged:
             plan = list(state.get("extra.expert_plan") or [])
             params = {k: v for k, v in self._params.items() if v and k != "object_sliced"}
             info["privileged"] = {
@@ -345,4 +318,4 @@ class ALFWorldEnv(gymnasium.Env[str, str]):
     def close(self) -> None:
         self._loaded = None
         self._sas.clear()
-        self._done = True
+        self._over = True

@@ -33,7 +33,7 @@ the distractor setting, all with their gold paragraphs), ``dev500`` (a fixed see
 of ``dev``; the default), ``react130`` (the 130 of ReAct's 500 eval questions whose gold
 paragraphs are present).
 
-``info["privileged"]`` (always present unless built with ``privileged=False``) carries what the
+``info["privileged"]`` (present when built with ``privileged=True``, as the oracle asks) carries what the
 scripted oracle needs: the gold answer, question type and level, supporting facts with their
 sentence text, and the gold pages as the store holds them. Model policies never read it.
 """
@@ -49,15 +49,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import gymnasium
-from gymnasium import spaces
-
 from sad_eval.data import require
 from sad_eval.envs import wiki_store
+from sad_eval.envs.base import TextEnv
+from sad_eval.envs.hotpotqa_spec import SPEC
 from sad_eval.errors import SadEvalError
 from sad_eval.paths import data_root as default_data_root
 
-SPLITS = ("train", "dev", "dev500", "react130")
+SPLITS = SPEC.splits  # ("train", "dev", "dev500", "react130")
 DEV500_SEED = 0
 DEV500_SIZE = 500
 SEARCH_SENTENCES = 5
@@ -149,23 +148,21 @@ def question_type(record: dict[str, Any], root: Path) -> str | None:
 
 # ------------------------------------------------------------------ the env
 
-class HotPotQAEnv(gymnasium.Env):
-    """Search/lookup/finish over the shared offline wiki; see the module docstring."""
+class HotPotQAEnv(TextEnv):
+    """Search/lookup/finish over the shared offline wiki; see the module docstring (contract: `envs.base`)."""
 
-    metadata = {"render_modes": []}
+    env_name = "hotpotqa"
 
     def __init__(self, split: str = "dev500", data_root: Path | str | None = None,
-                 max_steps: int = DEFAULT_MAX_STEPS, backend: str = "local", privileged: bool = True,
+                 max_steps: int = DEFAULT_MAX_STEPS, backend: str = "local", privileged: bool = False,
                  search_sentences: int = SEARCH_SENTENCES):
         if split not in SPLITS:
             raise SadEvalError(f"unknown hotpotqa split {split!r}; choose one of {', '.join(SPLITS)}")
         if max_steps < 1:
             raise SadEvalError("max_steps must be at least 1")
-        self.split = split
         self.root = Path(data_root or default_data_root())
         require(wiki_store.SOURCE_REL, self.root)  # one clear error naming `sad-eval data install`
         self.max_steps = max_steps
-        self.privileged = privileged
         self.search_sentences = search_sentences
         self.store = wiki_store.load_store(self.root)
         if backend == "local":
@@ -175,35 +172,18 @@ class HotPotQAEnv(gymnasium.Env):
         else:
             raise SadEvalError(f"unknown hotpotqa backend {backend!r}; choose local or live")
         self.backend_name = backend
-        self._task_ids = list_tasks(split, self.root)
-        self.observation_space = spaces.Text(max_length=1 << 16)
-        self.action_space = spaces.Text(max_length=1 << 12)
+        # observations and actions are any text (the Wikipedia sentences are not alphanumeric)
+        self._init_text_env(split, list_tasks(split, self.root), privileged)
         self._record: dict[str, Any] | None = None
         self._privileged: dict[str, Any] | None = None
         self._steps = 0
-        self._done = True
 
-    # --- contract
-    @property
-    def task_ids(self) -> list[str]:
-        return list(self._task_ids)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        options = options or {}
-        if "task_id" in options:
-            task_id = str(options["task_id"])
-        elif "index" in options:
-            task_id = self._task_ids[int(options["index"]) % len(self._task_ids)]
-        else:
-            task_id = self._task_ids[int(self.np_random.integers(len(self._task_ids)))]
-        record = self.store.questions.get(task_id)
-        if record is None:
-            raise SadEvalError(f"unknown hotpotqa task id {task_id!r}")
+    # --- contract (`TextEnv`): task selection and reset/step order live in the base
+    def _reset_task(self, task_id: str, options: dict[str, Any]):
+        record = self.store.questions[task_id]
         self._record = record
         self._type = question_type(record, self.root)
         self._steps = 0
-        self._done = False
         self._page: tuple[str, list[str]] | None = None
         self._lookup_kw: str | None = None
         self._lookup_hits: list[str] = []
@@ -212,11 +192,7 @@ class HotPotQAEnv(gymnasium.Env):
         obs = f"Question: {record['question']}"
         return obs, self._info()
 
-    def step(self, action: str):
-        if self._record is None:
-            raise SadEvalError("call reset() before step()")
-        if self._done:
-            return "The episode is over; call reset().", 0.0, True, False, self._info()
+    def _step_task(self, action: str):
         self._steps += 1
         m = _ACTION.match(action or "")
         verb, raw = (m.group(1).lower(), m.group(2)) if m else (None, "")
@@ -241,9 +217,9 @@ class HotPotQAEnv(gymnasium.Env):
         if truncated:  # ReAct's loop sends finish[] itself after its last agent action
             extra = self._score("")
             extra["forced_finish"] = extra["meta"]["forced_finish"] = True
-        self._done = terminated or truncated
         info = self._info(**extra)
         info["action"] = verb if (verb and (arg or verb in ("finish", "think"))) else "invalid"
+        info["rejected"] = info["action"] == "invalid"  # answered "Invalid action: ..."
         return obs, reward, terminated, truncated, info
 
     # --- actions

@@ -14,17 +14,30 @@ from typing import Any
 
 import pandas as pd
 
+from sad_eval.envs.spec import env_specs
 from sad_eval.errors import SadEvalError
 from sad_eval.metrics import summarize
 from sad_eval.reports.tables import latex_table
 from sad_eval.trajectory import Episode, load_trajectories
 
 TABLE_METRICS = ("tsr", "arl", "cot_match", "latency_steps")
-LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
-          "no_action_rate": "NoAct", "rejected_rate": "Rej", "webshop_score": "Score", "hotpotqa_em": "EM",
-          "hotpotqa_f1": "F1"}
-# Tables 3 and 5 also show each env's own score (WebShop reward, HotPotQA EM/F1) where the env has one
-ENV_SCORES = ("webshop_score", "hotpotqa_em", "hotpotqa_f1")
+SHARED_LABELS = {"tsr": "TSR", "arl": "ARL", "cot_match": "CoT", "latency_steps": "Lat.", "invalid_rate": "Inv",
+                 "no_action_rate": "NoAct", "rejected_rate": "Rej"}
+
+
+def env_scores() -> tuple[str, ...]:
+    """Tables 3 and 5 also show each env's own score where the env declares one (`EnvSpec.metrics`:
+    WebShop reward, HotPotQA EM/F1)."""
+    return tuple(m.key for s in env_specs() for m in s.metrics)
+
+
+def label(metric: str) -> str:
+    for s in env_specs():
+        for m in s.metrics:
+            if m.key == metric:
+                return m.short_label
+    return SHARED_LABELS.get(metric, metric)
+
 # the paired table adds the invalid-action rate: it still separates students that never succeed
 PAIRED_METRICS = TABLE_METRICS + ("invalid_rate", "no_action_rate", "rejected_rate")
 # two-sided 95% t quantiles by degrees of freedom (n - 1); beyond 30 the normal 1.96
@@ -76,9 +89,10 @@ def results(root: Path, cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def aggregate(df: pd.DataFrame, metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Rows = row labels (in order), columns = (env, metric, 'mean'|'ci'|'n')."""
     out: dict[str, dict[tuple, float]] = {}
+    metrics = TABLE_METRICS + env_scores() if metrics is None else metrics
     metrics = [m for m in metrics if m in df.columns]
     for (row, env), g in df.groupby(["row", "env"], sort=False):
         for metric in metrics:
@@ -97,16 +111,17 @@ def _cell(mean: float, ci: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" if math.isnan(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def display(agg: pd.DataFrame, envs: list[str], metrics=TABLE_METRICS + ENV_SCORES) -> pd.DataFrame:
+def display(agg: pd.DataFrame, envs: list[str], metrics=None) -> pd.DataFrame:
     """Formatted cells; per env first ``N``, the number of runs (seeds) behind each mean, then the
     metrics (an env score only under its own env)."""
     cols = {}
+    metrics = TABLE_METRICS + env_scores() if metrics is None else metrics
     for env in envs:
         if (env, "seeds", "n") in agg.columns:
             cols[f"{env} N"] = ["–" if math.isnan(v) else str(int(v)) for v in agg[(env, "seeds", "n")]]
         for metric in metrics:
             if (env, metric, "mean") in agg.columns and agg[(env, metric, "mean")].notna().any():
-                cols[f"{env} {LABELS[metric]}"] = [
+                cols[f"{env} {label(metric)}"] = [
                     _cell(r[(env, metric, "mean")], r[(env, metric, "ci")], 2 if metric == "latency_steps" else 1)
                     for _, r in agg.iterrows()]
     return pd.DataFrame(cols, index=agg.index)
@@ -130,7 +145,7 @@ def paired(df: pd.DataFrame, envs: list[str], a: str = "sad", b: str = "token",
             for metric in metrics:
                 diffs = [float(left.at[s_, metric]) - float(right.at[s_, metric]) for s_ in seeds]
                 m, ci = mean_ci(diffs)
-                cells[f"{env} Δ{LABELS[metric]}"] = _cell(m, ci, 2 if metric == "latency_steps" else 1)
+                cells[f"{env} Δ{label(metric)}"] = _cell(m, ci, 2 if metric == "latency_steps" else 1)
             cells[f"{env} seeds"] = str(len(seeds))
         if cells:
             rows[f"{a} − {b} ({student})"] = cells

@@ -12,14 +12,16 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from sad_eval.envs.spec import cached_by_registry, env_specs
 from sad_eval.errors import SadEvalError
 from sad_eval.metrics import Tokenize, summarize, word_tokens
 from sad_eval.trajectory import Episode, load_trajectories
 
 FORMATS = ("table", "json", "csv", "md", "latex")
 
-# Column order and display names; env scores appear only for their env.
-METRIC_LABELS = {
+# Column order and display names of the shared metrics; each env's own metrics (`EnvSpec.metrics`,
+# e.g. WebShop's score) follow them, and appear only for their env.
+SHARED_LABELS = {
     "episodes": "N",
     "tsr": "TSR%",
     "arl": "ARL",
@@ -30,17 +32,22 @@ METRIC_LABELS = {
     "runaway_rate": "Runaway%",
     "no_action_rate": "NoAct%",
     "rejected_rate": "Rej%",
-    "webshop_score": "Score",
-    "hotpotqa_em": "EM",
-    "hotpotqa_f1": "F1",
-    "errored": "Err",
 }
+# Shown by default (with the envs' own metrics); the rest (errored, cot_pairs, s/step) stay in JSON/CSV.
+SHARED_DEFAULT = ("episodes", "tsr", "arl", "cot_match", "latency_steps", "latency_s", "invalid_rate",
+                  "runaway_rate", "no_action_rate", "rejected_rate")
 
 
-# Shown by default; the rest (errored, cot_pairs, s/step) stay in JSON/CSV.
-DEFAULT_METRICS = ("episodes", "tsr", "arl", "cot_match", "latency_steps", "latency_s", "invalid_rate",
-                   "runaway_rate", "no_action_rate", "rejected_rate",
-                   "webshop_score", "hotpotqa_em", "hotpotqa_f1")
+@cached_by_registry
+def metric_labels() -> dict[str, str]:
+    """Every metric's display name, in column order."""
+    env_own = {m.key: m.label for s in env_specs() for m in s.metrics}
+    return {**SHARED_LABELS, **env_own, "errored": "Err"}
+
+
+@cached_by_registry
+def default_metrics() -> tuple[str, ...]:
+    return SHARED_DEFAULT + tuple(m.key for s in env_specs() for m in s.metrics)
 COUNT_METRICS = ("episodes", "errored", "cot_pairs")
 
 
@@ -118,7 +125,7 @@ def metrics_frame(runs: dict[str, Sequence[Episode]], teacher: Sequence[Episode]
     if df.empty:
         return df
     df.columns = pd.MultiIndex.from_tuples(df.columns, names=["env", "metric"])
-    order = list(METRIC_LABELS)
+    order = list(metric_labels())
     cols = sorted(df.columns, key=lambda c: (c[0], order.index(c[1]) if c[1] in order else len(order)))
     return df[cols]
 
@@ -150,9 +157,9 @@ def _fmt(v, metric: str = "") -> str:
 
 def display_frame(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Formatted strings, flat column names like ``alfworld TSR %``."""
-    metrics = DEFAULT_METRICS if metrics is None else metrics
+    metrics = default_metrics() if metrics is None else metrics
     keep = [c for c in df.columns if c[1] in metrics]
-    out = pd.DataFrame({f"{env} {METRIC_LABELS.get(m, m)}": [_fmt(v, m) for v in df[(env, m)]] for env, m in keep},
+    out = pd.DataFrame({f"{env} {metric_labels().get(m, m)}": [_fmt(v, m) for v in df[(env, m)]] for env, m in keep},
                        index=df.index)
     return out
 
@@ -209,7 +216,7 @@ def print_rich(df: pd.DataFrame, title: str | None = None, metrics: Sequence[str
     from rich.table import Table
 
     console = Console()
-    shown = DEFAULT_METRICS if metrics is None else metrics
+    shown = default_metrics() if metrics is None else metrics
     for env in dict.fromkeys(c[0] for c in df.columns):
         cols = [c for c in df.columns if c[0] == env and (c[1] in shown or (c[1] == "errored" and (df[c] > 0).any()))]
         table = Table(title=f"{title} — {env}" if title else env, box=box.SIMPLE_HEAD)
@@ -217,7 +224,7 @@ def print_rich(df: pd.DataFrame, title: str | None = None, metrics: Sequence[str
         for run in df.index:
             table.add_column(str(run), justify="right", overflow="fold")
         for col in cols:
-            table.add_row(METRIC_LABELS.get(col[1], col[1]), *(_fmt(v, col[1]) for v in df[col].tolist()))
+            table.add_row(metric_labels().get(col[1], col[1]), *(_fmt(v, col[1]) for v in df[col].tolist()))
         console.print(table)
 
 

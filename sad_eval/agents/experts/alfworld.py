@@ -1,6 +1,6 @@
 """ALFWorld teacher: ALFWorld's handcoded expert picks the command, this module says why.
 
-The env (built with `expert=True`) puts the handcoded expert's next command and the goal
+The env (built with `privileged=True`, as its spec's `teacher_env_kwargs` ask) puts the handcoded expert's next command and the goal
 parameters in `info["privileged"]`. The teacher keeps a small memory of what the episode has
 shown so far (where it has been, what it saw where, what it holds, which steps are done) and
 writes one line of ReAct-style reasoning that is true to that memory: the goal decomposition
@@ -25,7 +25,6 @@ from sad_eval.paths import cache_root
 from sad_eval.segment import linearize
 
 ENV = "alfworld"
-ENV_KWARGS = {"expert": True}  # the env must compute the handcoded expert's next command
 EXEMPLAR_VERSION = 2  # 2: revisits and looks described as observed
 
 # the processing step of each task type: (verb, past participle, appliance class)
@@ -155,7 +154,7 @@ class ALFWorldTeacher:
     def _turn(self, state: EpisodeState) -> Turn:
         priv = state.info.get("privileged")
         if priv is None:
-            raise SadEvalError("the ALFWorld expert needs the env built with expert=True (info['privileged'])")
+            raise SadEvalError("the ALFWorld expert needs the env built with privileged=True (info['privileged'])")
         mem = self._memory(state)
         p = dict(priv.get("task_params", {}))
         action = priv.get("expert_action")
@@ -365,9 +364,9 @@ def build_exemplars(data_root: str | Path | None = None, per_type: int = 2,
             return {t: ex[:per_type] for t, ex in cached["exemplars"].items()}
     from sad_eval.envs import make_env
     from sad_eval.envs.alfworld import TASK_TYPES, task_type_of
-    from sad_eval.harness import run_episode
+    from sad_eval.agents.episode import run_episode
 
-    env = make_env(ENV, split="train", data_root=data_root, max_steps=max_steps)
+    env = make_env(ENV, split="train", data_root=data_root, max_steps=max_steps, privileged=True)
     teacher = make_expert()
     out: dict[str, list[str]] = {t: [] for t in TASK_TYPES}
     try:
@@ -448,3 +447,23 @@ def _convert_react(text: str) -> str:
                       "observation": "\n".join(obs).strip()})
         thought = []
     return render_exemplar(task, steps)
+
+
+# ---------------------------------------------------------------- exemplars, as the env's spec names them
+
+def teacher_exemplars(k: int, data_root: str | Path | None = None) -> dict[str, list[str]]:
+    """`--exemplars K`: K won teacher episodes per task type (a prompt carries its own type's)."""
+    by_type = build_exemplars(data_root, per_type=k)
+    short = [t for t, ex in by_type.items() if len(ex) < k]
+    if short:
+        raise SadEvalError(f"--exemplars {k}: the ALFWorld teacher won fewer than {k} train episodes of "
+                           f"type {', '.join(short)}")
+    return {t: list(ex) for t, ex in by_type.items()}
+
+
+def react_prompt_exemplars(prompts: dict[str, str], key: str) -> dict[str, list[str]] | list[str]:
+    """`--exemplars react[:KEY]`: ReAct's ALFWorld prompts converted; without a key, per task type
+    react_{v}_1 then react_{v}_0, as ReAct (alfworld.ipynb) prompts."""
+    if key:
+        return [_convert_react(prompts[key])]
+    return {t: [_convert_react(prompts[f"react_{v}_{i}"]) for i in (1, 0)] for t, v in REACT_PREFIX.items()}

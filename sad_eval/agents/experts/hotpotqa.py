@@ -701,9 +701,9 @@ def build_exemplars(data_root: Path | str | None = None, k: int = 6, refresh: bo
     ``cache_root()/exemplars/hotpotqa.json`` (or ``cache_path``); rebuilt when k, the data file or
     this format changes."""
     from sad_eval.envs.hotpotqa import HotPotQAEnv
-    from sad_eval.harness import run_episode
+    from sad_eval.agents.episode import run_episode
 
-    env = HotPotQAEnv(split="train", data_root=data_root)
+    env = HotPotQAEnv(split="train", data_root=data_root, privileged=True)
     key = {"version": EXEMPLAR_VERSION, "k": k, "source_sha256": env.store.meta.get("sha256")}
     path = Path(cache_path) if cache_path else cache_root() / "exemplars" / "hotpotqa.json"
     if path.is_file() and not refresh:
@@ -745,3 +745,46 @@ def react_exemplars(data_root: Path | str | None = None) -> str:
 
     path = require("react/prompts_naive.json", Path(data_root) if data_root else None)
     return json.loads(path.read_text())["webthink_simple6"]
+
+
+# ---------------------------------------------------------------- exemplars, as the env's spec names them
+
+def teacher_exemplars(k: int, data_root: Path | str | None = None) -> list[str]:
+    """`--exemplars K`: K type-balanced oracle transcripts on train."""
+    return list(build_exemplars(data_root, k=k))
+
+
+def react_prompt_exemplars(prompts: dict[str, str], key: str) -> list[str]:
+    """`--exemplars react[:KEY]`: ReAct's HotPotQA prompt (default ``webthink_simple6``) converted."""
+    return convert_react_hotpotqa(prompts[key or "webthink_simple6"])
+
+
+_REACT_LINE = re.compile(r"^(Thought|Action|Observation) \d+: ?(.*)$")
+_REACT_ACTION = re.compile(r"^(Search|Lookup|Finish)\[(.*)\]$")
+
+
+def convert_react_hotpotqa(text: str) -> list[str]:
+    """ReAct's HotPotQA prompt (``Question:``/``Thought i:``/``Action i: Search[x]``/``Observation i:``
+    blocks) as our transcripts: Thought -> Reasoning, ``Search[x]`` -> ``search[x]``,
+    ``Lookup[x]`` -> ``lookup[x]``, ``Finish[x]`` -> the ``Answer: x`` line."""
+    out = []
+    for block in re.split(r"\n(?=Question:)", text.strip()):
+        lines = block.strip().split("\n")
+        task, steps, cur = lines[0].strip(), [], None
+        for line in lines[1:]:
+            m = _REACT_LINE.match(line.strip())
+            if not m:
+                if cur is not None and steps and cur == "Observation":
+                    steps[-1]["observation"] += "\n" + line.strip()
+                continue
+            cur, body = m.group(1), m.group(2).strip()
+            if cur == "Thought":
+                steps.append({"reasoning": body, "action": "", "observation": ""})
+            elif cur == "Action" and steps:
+                a = _REACT_ACTION.match(body)
+                steps[-1]["action"] = f"{a.group(1).lower()}[{a.group(2)}]" if a else body
+            elif cur == "Observation" and steps:
+                steps[-1]["observation"] = body
+        if steps:
+            out.append(transcript(task, steps))
+    return out

@@ -13,19 +13,19 @@ can learn the same reading. It therefore does not always buy the goal product: w
 listed product fits the visible evidence as well, it may pick that one (docs/webshop.md gives
 how often, and its score).
 
-It reads the env's default `full` observation format (one item per line). `ENV_KWARGS` is empty:
-the env needs no oracle mode for it.
+It reads the env's default `full` observation format (one item per line). Its spec's
+`teacher_env_kwargs` are empty: it needs no privileged facts from the env.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from sad_eval.agents.base import EpisodeState, Turn
 
-ENV_KWARGS: dict[str, Any] = {}
 _ASIN_LINE = re.compile(r"^\[([A-Za-z0-9]{10})\]$")
 _PRICE = re.compile(r"\$\s?([\d,]+(?:\.\d+)?)")
 _PAGE_LINE = re.compile(r"^Page (\d+) \(Total results: (\d+)\)$", re.M)
@@ -333,3 +333,50 @@ class WebShopOracle:
 
 def make_expert(**kwargs) -> WebShopOracle:
     return WebShopOracle(**kwargs)
+
+
+# ---------------------------------------------------------------- few-shot exemplars (`--exemplars K`)
+
+WEBSHOP_VERSION = 1
+
+
+def teacher_exemplars(k: int, data_root=None, max_steps: int = 15) -> list[str]:
+    """The WebShop oracle's first ``k`` won train episodes (of at most ``max_steps`` turns), in task
+    order, as plain transcripts; cached in ``cache_root()/exemplars/webshop.json``."""
+    from sad_eval.paths import cache_root
+    from sad_eval.segment import linearize
+
+    path = cache_root() / "exemplars" / "webshop.json"
+    key = {"version": WEBSHOP_VERSION, "max_steps": max_steps}
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key and len(cached["exemplars"]) >= k:
+                return list(cached["exemplars"][:k])
+        except (ValueError, KeyError):
+            pass
+    from sad_eval.agents.episode import run_episode
+    from sad_eval.agents.experts import expert_env_kwargs, make_expert
+    from sad_eval.envs import make_env
+    from sad_eval.errors import SadEvalError
+
+    env = make_env("webshop", split="train", data_root=data_root, **expert_env_kwargs("webshop"))
+    oracle = make_expert("webshop")
+    chosen: list[tuple[str, str]] = []
+    try:
+        for tid in env.unwrapped.task_ids:
+            if len(chosen) >= k:
+                break
+            ep = run_episode(env, oracle, "webshop", tid, split="train")
+            if ep.success and len(ep.steps) <= max_steps:
+                chosen.append((tid, ep.prompt.strip() + "\n" + linearize(ep.steps, "webshop")))
+    finally:
+        env.close()
+    if len(chosen) < k:
+        raise SadEvalError(f"--exemplars {k}: the WebShop oracle won only {len(chosen)} train episodes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"key": key, "task_ids": [t for t, _ in chosen],
+                               "exemplars": [x for _, x in chosen]}, ensure_ascii=False, indent=1))
+    tmp.replace(path)
+    return [x for _, x in chosen]

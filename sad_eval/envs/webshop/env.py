@@ -33,10 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium
 import requests
 
-from sad_eval.envs.base import EnvError
+from sad_eval.envs.base import EnvError, TextEnv
 from sad_eval.envs.webshop.html_text import Page, parse_page, render
 from sad_eval.envs.webshop.obs_formats import react_text, simple_text
 from sad_eval.errors import SadEvalError
@@ -193,24 +192,26 @@ def _stop_all() -> None:
 
 # ------------------------------------------------------------------ the env
 
-class WebShopEnv(gymnasium.Env):
-    metadata = {"render_modes": []}
+class WebShopEnv(TextEnv):
+    """The WebShop client (contract: `envs.base`); see the module docstring. With `privileged=True`
+    `info["privileged"]` holds the goal (attributes, options, price, product): the oracle does not
+    ask for it (it reads the pages), it is there for analysis."""
+
+    env_name = "WebShop"  # in messages
 
     # start_timeout_s: the bundled server loads the catalogue and builds its index first (seconds alone;
     # past 60 s measured on a 2-core machine with ~10 runnable processes)
     def __init__(self, split: str = "test", data_root: Path | str | None = None, max_steps: int = MAX_STEPS,
-                 server_url: str | None = None, oracle: bool = False, timeout_s: float = 10.0,
+                 server_url: str | None = None, privileged: bool = False, timeout_s: float = 10.0,
                  retries: int = 3, backoff_s: float = 0.5, start_timeout_s: float = 300.0,
                  obs_format: str = "full"):
         if obs_format not in OBS_FORMATS:
             raise SadEvalError(f"unknown WebShop obs_format {obs_format!r}; choose one of {', '.join(OBS_FORMATS)}")
         self.obs_format = obs_format
-        self.split = split
         self.data_root = Path(data_root) if data_root else None
         self.max_steps = max_steps
-        self.oracle = oracle
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
-        self._task_ids = list_tasks(split, self.data_root)
+        self._init_text_env(split, list_tasks(split, self.data_root), privileged)
         self._n_goals = _n_goals(self.data_root)
         self._server: _Server | None = None
         if server_url is None:
@@ -218,9 +219,9 @@ class WebShopEnv(gymnasium.Env):
             server_url = self._server.url
         self.base = server_url.rstrip("/")
         self.http = requests.Session()
-        self._next = 0
         self._page: Page | None = None
         self._html = ""
+        self._seed: int | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -228,10 +229,6 @@ class WebShopEnv(gymnasium.Env):
         self.steps, self.done = 0, False
         self._privileged: dict[str, Any] | None = None
         self._meta: dict[str, Any] = {}
-
-    @property
-    def task_ids(self) -> list[str]:
-        return list(self._task_ids)
 
     # ---- HTTP with retries: connection errors and 5xx are retried, 4xx is a contract error
     def _request(self, method: str, url: str, data: dict | None = None) -> requests.Response:
@@ -272,7 +269,7 @@ class WebShopEnv(gymnasium.Env):
         """ReAct's loop answered `Invalid action!`; WebAgentTextEnv left the page (and its text) as
         it was; ours explains."""
         text = {"react": "Invalid action!", "simple": self._observe()}.get(self.obs_format, message)
-        return text, 0.0, False, {"invalid_action": True}
+        return text, 0.0, False, {"invalid_action": True, "rejected": True}
 
     def _page_kind(self) -> str:
         path = self.url[len(self.base):]
@@ -300,27 +297,18 @@ class WebShopEnv(gymnasium.Env):
         info.update(extra)
         return info
 
-    # ---- gymnasium API
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        options = options or {}
-        if "task_id" in options:
-            task_id = str(options["task_id"])
-            if not 0 <= goal_index(task_id) < self._n_goals:
-                raise SadEvalError(f"WebShop task {task_id} does not exist (goals fixed_0..fixed_{self._n_goals - 1})")
-        elif "index" in options:
-            task_id = self._task_ids[int(options["index"])]
-        elif seed is not None:
-            task_id = self._task_ids[int(self.np_random.integers(len(self._task_ids)))]
-        else:
-            task_id = self._task_ids[self._next % len(self._task_ids)]
-            self._next += 1
+    # ---- the contract (`TextEnv`): task selection and reset/step order live in the base
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._seed = seed  # part of the session id
+        return super().reset(seed=seed, options=options)
+
+    def _reset_task(self, task_id: str, options: dict[str, Any]):
         self._reset_state()
         self.task_id = task_id
-        self.session_id = session_id_for(task_id, seed, options.get("sample", 0))
+        self.session_id = session_id_for(task_id, self._seed, options.get("sample", 0))
         page = self._load(f"{self.base}/{self.session_id}")
         self._instruction = page.instruction
-        if self.oracle:
+        if self.privileged:
             self._privileged = self._goal_facts()
         return self._observe(), self._info()
 
@@ -340,11 +328,7 @@ class WebShopEnv(gymnasium.Env):
         goal["title"] = product["Title"]
         return goal
 
-    def step(self, action: str):
-        if not self.task_id:
-            raise SadEvalError("call reset() before step()")
-        if self.done:
-            return "The episode is over.", 0.0, True, False, self._info(success=False, score=0.0)
+    def _step_task(self, action: str):
         self.steps += 1
         obs, reward, terminated, extra = self._act(action)
         truncated = not terminated and self.steps >= self.max_steps
