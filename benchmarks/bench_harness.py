@@ -6,6 +6,8 @@ student, whose outputs never parse so every episode runs to the step cap, and Sm
   sequential      batch 1, whole context prefilled every turn (the old engine, batch 1)
   batched         batch B, whole context prefilled every turn (the old engine)
   batched+reuse   batch B, each episode's KV cache kept across turns (the default now)
+  served          batch B through `sad-eval serve model` on loopback (OpenAI chat API, B concurrent
+                  requests merged by the server, which keeps the conversations' KV caches)
 Targets (issue 17): batched+reuse >= 3x batched on ALFWorld, >= 1.5x on WebShop and HotPotQA,
 >= 10x sequential on ALFWorld at batch 16; prefilled per generated <= 2 on ALFWorld. Greedy
 trajectories must be identical in all three modes.
@@ -43,15 +45,36 @@ def build_checkpoint(size: str, where: Path) -> str:
     return str(where)
 
 
-def timed(policy: HFPolicy, env: str, tasks: list[str], batch: int) -> tuple[float, list, dict]:
+def timed(policy, env: str, tasks: list[str], batch: int, gen=None) -> tuple[float, list, dict]:
+    """Roll out ``tasks``; ``gen`` is the generator whose reuse counters to read (default the policy's)."""
+    gen = gen or policy.gen
     split = get_spec(env).default_split
     kw = {"max_steps": STEPS[env]}
-    policy.gen.reuse_stats.__init__()
+    gen.reuse_stats.__init__()
     eps: list = []
     t0 = time.perf_counter()
     rollout(lambda: make_env(env, split=split, **kw), policy, env, split, plan_jobs(tasks), batch=batch,
             on_episode=eps.append)
-    return time.perf_counter() - t0, sorted(eps, key=lambda e: e.task_id), policy.gen.reuse_stats.as_dict()
+    return time.perf_counter() - t0, sorted(eps, key=lambda e: e.task_id), gen.reuse_stats.as_dict()
+
+
+def serve_loopback(ckpt: str, batch: int, threads: int):
+    """`sad-eval serve model` for ``ckpt`` in a thread on a free loopback port: (base url, close)."""
+    import threading
+
+    from waitress import create_server
+
+    from sad_eval.agents.serve_model import build
+
+    app, server = build(ckpt, name="bench", max_batch=batch, threads=threads)
+    httpd = create_server(app, host="127.0.0.1", port=0, threads=max(4, 2 * batch))
+    threading.Thread(target=httpd.run, daemon=True).start()
+
+    def close() -> None:
+        httpd.close()
+        server.close()
+
+    return f"http://127.0.0.1:{httpd.effective_port}/v1", server.batcher.gen, close
 
 
 def main() -> None:
@@ -63,6 +86,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-context", type=int, default=2048)
+    ap.add_argument("--modes", default="sequential,batched,batched+reuse,served")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     rows = []
@@ -77,14 +101,28 @@ def main() -> None:
                 tasks = resolve_tasks(env, get_spec(env).default_split, {"max_steps": STEPS[env]}, None)[: args.episodes]
                 timed(reuse, env, tasks[:2], 2)  # warm-up (and the env's caches)
                 res = {}
-                res["sequential"] = timed(plain, env, tasks[: args.seq_episodes], 1)
-                res["batched"] = timed(plain, env, tasks, args.batch)
+                modes = args.modes.split(",")
+                if "sequential" in modes:
+                    res["sequential"] = timed(plain, env, tasks[: args.seq_episodes], 1)
+                if "batched" in modes:
+                    res["batched"] = timed(plain, env, tasks, args.batch)
                 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 res["batched+reuse"] = timed(reuse, env, tasks, args.batch)
                 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                if "served" in modes:
+                    from sad_eval.agents.openai_compat import OpenAIPolicy
+
+                    url, served_gen, close = serve_loopback(ckpt, args.batch, args.threads)
+                    try:
+                        client = OpenAIPolicy("bench", url, decoding=DecodingConfig(max_new_tokens=MAX_NEW),
+                                              concurrency=args.batch, max_context=args.max_context,
+                                              tokenizer=reuse.gen.tokenizer, chat=reuse.chat)
+                        res["served"] = timed(client, env, tasks, args.batch, gen=served_gen)
+                    finally:
+                        close()
                 traj = {m: {e.task_id: [s.action for s in e.steps] for e in eps} for m, (_, eps, _) in res.items()}
-                same = traj["batched"] == traj["batched+reuse"] and all(
-                    traj["sequential"][t] == traj["batched"][t] for t in traj["sequential"])
+                ref = traj["batched+reuse"]
+                same = all(all(ref[t] == other[t] for t in other) for other in traj.values())
                 epm = {m: 60 * len(eps) / t for m, (t, eps, _) in res.items()}
                 for m, (t, eps, st) in res.items():
                     turns = sum(len(e.steps) for e in eps)
@@ -96,12 +134,11 @@ def main() -> None:
                     print(f"{size:>13} {env:>8} {m:>14}: {r['episodes']:3d} ep {turns:4d} turns {t:8.1f} s "
                           f"{r['episodes_per_min']:7.2f} ep/min  prefilled/generated {r['prefilled_per_generated']:6.2f}",
                           flush=True)
-                print(f"{size:>13} {env:>8}  reuse/batched {epm['batched+reuse'] / epm['batched']:.2f}x  "
-                      f"reuse/sequential {epm['batched+reuse'] / epm['sequential']:.2f}x  identical: {same}  "
-                      f"peak RSS {peak_mb:.0f} MB (was {rss0 / 1024:.0f} MB before the reuse run)", flush=True)
-                rows.append(dict(model=size, env=env, mode="ratio", reuse_over_batched=epm["batched+reuse"] / epm["batched"],
-                                 reuse_over_sequential=epm["batched+reuse"] / epm["sequential"], identical=same,
-                                 peak_rss_mb=round(peak_mb)))
+                ratio = {f"reuse_over_{m}": epm["batched+reuse"] / epm[m] for m in epm if m != "batched+reuse"}
+                print(f"{size:>13} {env:>8}  " + "  ".join(f"{k} {v:.2f}x" for k, v in ratio.items())
+                      + f"  identical: {same}  peak RSS {peak_mb:.0f} MB (was {rss0 / 1024:.0f} MB before the reuse run)",
+                      flush=True)
+                rows.append(dict(model=size, env=env, mode="ratio", **ratio, identical=same, peak_rss_mb=round(peak_mb)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
