@@ -139,7 +139,7 @@ def decode_with_reuse(model, prompts: Sequence[list[int]], cached: Sequence[Cach
     cache = DynamicCache()
     # the whole run fits in R + S + max_new_tokens positions: allocate them once instead of letting
     # DynamicCache grow by torch.cat every step (cat was 43% of a decode step, profiled)
-    cache.layers = [_PreallocatedLayer(R + S + max_new_tokens) for _ in range(n_layers)]
+    cache.layers = [_preallocated_class()(R + S + max_new_tokens) for _ in range(n_layers)]
     ref = next((c for c in cached if c is not None and c.layers), None)
     if R > 0:
         h, d = ref.layers[0][0].shape[0], ref.layers[0][0].shape[2]
@@ -216,10 +216,6 @@ def decode_with_reuse(model, prompts: Sequence[list[int]], cached: Sequence[Cach
     return rows, new_caches
 
 
-def _PreallocatedLayer(capacity: int):
-    return _preallocated_class()(capacity)
-
-
 @functools.cache
 def _preallocated_class():
     # built on first use: transformers is imported only when a model decodes
@@ -264,9 +260,6 @@ class _Preallocated:
 
     def get_seq_length(self) -> int:
         return self.n
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.n + query_length, 0
 
     def batch_select_indices(self, indices) -> None:
         self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
