@@ -32,7 +32,7 @@ from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_at
 SPEED_ONLY = ("threads", "prefix_cache")
 # the eval and collect sections' keys: the RunSettings fields (sad_eval/settings.py) those stages take
 # from the config (the rest come from the env plans)
-SECTION_KEYS = {"eval": ("batch", "max_new_tokens", "threads", "prefix_cache"),
+SECTION_KEYS = {"eval": ("batch", "max_new_tokens", "threads", "prefix_cache", "vote"),
                 "collect": ("workers", "samples", "batch", "teacher_topk")}
 METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
 
@@ -513,6 +513,7 @@ def eval_settings(cfg: ExperimentConfig, student: Student, method: str, seed: in
                        n=plan.eval_tasks, subset=plan.subset, max_steps=plan.max_steps,
                        out=eval_file(root, key, plan.name), seed=seed, batch=int(e.get("batch", 8)),
                        max_new_tokens=cfg.max_new_tokens, prefix_cache=bool(e.get("prefix_cache", True)),
+                       vote=int(e.get("vote", 1)),
                        threads=int(e["threads"]) if e.get("threads") else None, progress=progress)
 
 

@@ -26,6 +26,8 @@ TOKENIZER_HELP = ("openai:MODEL: the served model's tokenizer (name or path): co
 RETRY_HELP = "On resume, keep errored episodes (server down, ...) instead of running them again."
 EXEMPLARS_HELP = ("Few-shot exemplars in the system prompt: K (teacher episodes from train; per task type for "
                   "ALFWorld), react or react:KEY (ReAct's prompts), 0 = none. Default: a student's training prompt.")
+VOTE_HELP = ("Self-consistent action selection (HF checkpoints): sample K turns per step, act on the most "
+             "frequent well-formed action (Kang et al. 2025). 1 = off.")
 SUBSET_HELP = "How -n picks tasks: stratified (seeded, balanced by task type) | first (id order)."
 BASE_URL_ENV = "OPENAI_BASE_URL"  # the endpoint of openai:MODEL when --base-url is not given
 THREADS_ENV = "SAD_EVAL_THREADS"  # HF agents' torch threads when --threads is not given
@@ -94,6 +96,9 @@ class RunSettings:
     prefix_cache: bool = flag(True, "--prefix-cache", "Reuse each episode's KV cache across turns (HF agents; same "
                               "outputs).", off="--no-prefix-cache", panel=DECODING_PANEL)
     exemplars: str | None = flag(None, "--exemplars", EXEMPLARS_HELP, panel=DECODING_PANEL)
+    vote: int = flag(1, "--vote", VOTE_HELP, panel=DECODING_PANEL, at_least=1)
+    vote_temperature: float = flag(0.7, "--vote-temperature", "Sampling temperature of --vote's K turns.",
+                                   panel=DECODING_PANEL)
     retry_errors: bool = flag(True, "--no-retry-errors", RETRY_HELP, invert=True)
     teacher_topk: int = flag(0, "--teacher-topk", "Also write the teacher's top-K log-probs per generated token: "
                              "OUT.topk.safetensors, for distill --loss kl.", commands=(COLLECT,))
@@ -124,6 +129,8 @@ def check_settings(s: RunSettings, base_url: str | None) -> None:
         raise SadEvalError(f"--temperature must be >= 0 (0 = greedy), got {s.temperature}")
     if not 0 < s.top_p <= 1:
         raise SadEvalError(f"--top-p must be in (0, 1], got {s.top_p}")
+    if s.vote > 1 and not s.vote_temperature > 0:
+        raise SadEvalError(f"--vote-temperature must be > 0 (K greedy turns would all agree), got {s.vote_temperature}")
     if s.teacher_topk < 0:
         raise SadEvalError("--teacher-topk must be >= 1 (0: none)")
     if base_url:
@@ -214,10 +221,14 @@ def run_config(s: RunSettings, policy: Any = None):
         if policy is None and not kind.generates:
             raise SadEvalError("--exemplars applies to model agents (a checkpoint or openai:MODEL), not scripted ones")
         exemplars = parse_spec(exemplars)
+    if s.vote > 1 and (policy is not None or kind.name != "hf"):
+        raise SadEvalError("--vote applies to HF checkpoints (a checkpoint dir or a built-in model) only")
+    if s.vote > 1 and s.teacher_topk:
+        raise SadEvalError("--vote and --teacher-topk do not combine: a teacher's distributions are of one turn")
     spec = AgentSpec(agent=s.agent, env=s.env, chat=s.chat, base_url=base_url, api=s.api, max_context=s.max_context,
                      tokenizer=s.tokenizer or s.topk_tokenizer, custom=policy is not None,
                      prefix_cache=s.prefix_cache, exemplars=exemplars, top_logprobs=s.teacher_topk,
-                     threads=s.threads,
+                     threads=s.threads, vote=s.vote, vote_temperature=s.vote_temperature,
                      decoding=DecodingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                              top_p=s.top_p, seed=s.seed))
     out = s.out or default_out(s.agent, s.env, split, s.kind)

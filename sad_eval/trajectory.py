@@ -37,6 +37,7 @@ class Step:
     # the env could not carry out this (well-formed) action: its typed `info["rejected"]` (envs/base.py);
     # None in files written before it was recorded (metrics then fall back to the old text rule)
     rejected: bool | None = None
+    votes: dict[str, int] | None = None  # --vote K: the K sampled turns' actions, counted (None: no vote)
 
 
 @dataclass
@@ -64,6 +65,9 @@ class Episode:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for step in d["steps"]:  # written only by a voting agent: other files stay as they were
+            if step.get("votes") is None:
+                step.pop("votes", None)
         return {"format": d.pop("format"), **d}
 
     @classmethod

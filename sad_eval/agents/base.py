@@ -43,6 +43,8 @@ class Turn:
     # vocabulary) and, per token, the teacher's top-N (token id, log-prob at temperature 1)
     token_ids: list[int] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    # self-consistent selection (--vote K): how many of the K sampled turns chose each well-formed action
+    votes: dict[str, int] | None = None
     error: str | None = None  # this episode cannot go on (e.g. an endpoint refused its request): record it errored
 
 

@@ -36,7 +36,7 @@ def apply_turn(env, state: EpisodeState, turn: Turn, latency_s: float) -> tuple[
     step = Step(reasoning=turn.reasoning, action=turn.action, observation=obs, reward=float(reward),
                 latency_s=latency_s + (time.perf_counter() - t0), invalid=turn.invalid, tokens=turn.tokens,
                 context_tokens=turn.context_tokens, obs_visible=turn.obs_visible, raw=turn.raw,
-                rejected=None if rejected is None else bool(rejected))
+                rejected=None if rejected is None else bool(rejected), votes=turn.votes)
     state.steps.append(step)
     state.observation, state.info = obs, info
     return bool(terminated or truncated), info

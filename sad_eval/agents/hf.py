@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -232,13 +233,30 @@ class HFGenerator:
         return len(ids)
 
 
+def majority_action(actions: Sequence[str | None]) -> tuple[int, dict[str, int]]:
+    """Self-consistent action selection (Kang et al. 2025, arXiv 2505.17612, "self-consistent action
+    generation"): of K sampled turns, keep the most frequent well-formed action. ``actions[j]`` is
+    sample j's action, None where it had none. Returns the index of the first sample with the winning
+    action (ties: the action sampled first) and the counts of every well-formed action; with no
+    well-formed sample, sample 0 (its malformed turn is what the env is sent, as without voting)."""
+    counts = Counter(a for a in actions if a is not None)
+    if not counts:
+        return 0, {}
+    best = max(counts.values())
+    j = next(j for j, a in enumerate(actions) if a is not None and counts[a] == best)
+    return j, dict(counts)
+
+
 class HFPolicy:
     """A local checkpoint as a batched ReAct policy."""
 
     def __init__(self, path: str | Path, decoding: DecodingConfig | None = None, chat: bool = True,
                  max_context: int | None = None, dtype: str | None = None, logprobs: bool = False, name: str | None = None,
-                 threads: int | None = None, exemplars=None, top_logprobs: int = 0, prefix_cache: bool = True):
+                 threads: int | None = None, exemplars=None, top_logprobs: int = 0, prefix_cache: bool = True,
+                 vote: int = 1, vote_temperature: float = 0.7):
         self.gen = HFGenerator(path, dtype=dtype, threads=threads)
+        # > 1: sample this many turns per step and act on the most frequent action (majority_action)
+        self.vote, self.vote_temperature = vote, vote_temperature
         self.top_logprobs = top_logprobs  # per generated token, for collect --teacher-topk
         self.exemplars = exemplars  # agents.exemplars.Exemplars (per task) or None
         self.prefix_cache = prefix_cache
@@ -264,6 +282,8 @@ class HFPolicy:
 
     def act(self, states: Sequence[EpisodeState]) -> list[Turn]:
         contexts = [self.fit(s) for s in states]
+        if self.vote > 1:
+            return self._act_by_vote(states, contexts)
         prompts = [c.text for c in contexts]
         top = {"top_logprobs": self.top_logprobs} if self.top_logprobs else {}
         if self.prefix_cache:
@@ -279,4 +299,41 @@ class HFPolicy:
             turns.append(Turn(reasoning=p.reasoning, action=p.action, raw=g.text, invalid=not p.valid,
                               tokens=g.tokens, logprobs=g.logprobs, token_ids=g.token_ids,
                               top_logprobs=g.top_logprobs, context_tokens=c.tokens, obs_visible=c.obs_visible))
+        return turns
+
+    def _act_by_vote(self, states: Sequence[EpisodeState], contexts) -> list[Turn]:
+        """K sampled turns per episode in one batched decode (K rows per episode, sharing its cached
+        prefix); each episode keeps the turn of its majority action, and that turn's cache."""
+        k = self.vote
+        dec = replace(self.decoding, temperature=self.vote_temperature)
+        prompts = [c.text for c in contexts for _ in range(k)]
+        if self.prefix_cache:
+            kv = self.gen.kv
+            episodes = [(s.env, s.task_id, s.sample) for s in states]
+            kv.keep_only(set(episodes))
+            kv.capacity = max(kv.capacity, len(episodes) * (k + 1))  # the K candidates' caches too
+            keys = []
+            for ep in episodes:
+                entry = kv.get(ep)  # read, never written, by the decode: K rows can share it
+                for j in range(k):
+                    keys.append((ep, j))
+                    if entry is not None:
+                        kv.put((ep, j), entry)
+            gens = self.gen.generate_reusing(prompts, keys, dec, logprobs=self.logprobs)
+        else:
+            gens = self.gen.generate(prompts, dec, logprobs=self.logprobs)
+        turns = []
+        for i, (s, c) in enumerate(zip(states, contexts)):
+            parsed = [parse_turn(s.env, g.text) for g in gens[i * k:(i + 1) * k]]
+            j, counts = majority_action([p.action if p.valid else None for p in parsed])
+            g, p = gens[i * k + j], parsed[j]
+            if self.prefix_cache:
+                chosen = self.gen.kv.get((episodes[i], j))
+                if chosen is not None:
+                    self.gen.kv.put(episodes[i], chosen)
+            turns.append(Turn(reasoning=p.reasoning, action=p.action, raw=g.text, invalid=not p.valid,
+                              tokens=g.tokens, logprobs=g.logprobs, context_tokens=c.tokens,
+                              obs_visible=c.obs_visible, votes=counts))
+        if self.prefix_cache:
+            self.gen.kv.keep_only(set(episodes))  # the candidates' caches go
         return turns

@@ -87,6 +87,8 @@ class AgentSpec:
     # also, for openai: counts context tokens (default: none; a safe estimate)
     tokenizer: str | None = None
     threads: int | None = None  # HF agents: torch CPU threads (speed only: not in describe())
+    vote: int = 1  # HF agents: > 1 = self-consistent selection of K sampled turns (agents/hf.py)
+    vote_temperature: float = 0.7
     extra: dict[str, Any] = field(default_factory=dict)
     custom: bool = False  # a user's own Policy object (the Python API): not rebuilt from this spec
 
@@ -111,6 +113,8 @@ class AgentSpec:
             d["checkpoint"] = str(resolve_model(self.agent))
             d["max_context"] = self.max_context
             d["prefix_cache"] = self.prefix_cache  # speed only: outputs are the same
+            if self.vote > 1:  # absent otherwise, so that earlier runs' manifests still match
+                d.update(vote=self.vote, vote_temperature=self.vote_temperature)
         if self.agent_kind.generates:
             d["exemplars"] = agent_exemplars(self).describe()
         if self.top_logprobs:
@@ -184,7 +188,8 @@ def _build_hf(spec: AgentSpec):
 
     return HFPolicy(spec.agent, decoding=spec.decoding, chat=spec.chat, max_context=spec.max_context,
                     logprobs=spec.logprobs, threads=spec.threads, exemplars=agent_exemplars(spec),
-                    top_logprobs=spec.top_logprobs, prefix_cache=spec.prefix_cache)
+                    top_logprobs=spec.top_logprobs, prefix_cache=spec.prefix_cache, vote=spec.vote,
+                    vote_temperature=spec.vote_temperature)
 
 
 def _not_rebuilt(spec: AgentSpec):
