@@ -212,3 +212,30 @@ def test_the_command_refuses_lora_on_a_random_init_size(capsys):
 
     assert main(["distill", "--data", FIXTURE, "--student", "tiny", "--out", "/nonexistent/o", "--lora-r", "8"]) == 2
     assert "random init" in capsys.readouterr().err
+
+
+def test_a_lora_checkpoint_killed_mid_save_resumes_to_the_uninterrupted_weights(student, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from sad_eval.distill import checkpoint
+
+    class Killed(BaseException):
+        pass
+
+    quiet_train(cfg(student, tmp_path / "full", max_steps=6, save_every=2))
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):  # the kill: while the step-4 trainer state (with the adapters) is written
+        if isinstance(obj, dict) and obj.get("step") == 4 and "lora" in obj:
+            raise Killed
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(Killed):
+        quiet_train(cfg(student, tmp_path / "part", max_steps=6, save_every=2))
+    monkeypatch.undo()
+    resumed = quiet_train(cfg(student, tmp_path / "part", max_steps=6, save_every=2, resume=True))
+    assert resumed["start"] == 2
+    wa, wb = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["step"] for r in rows(tmp_path / "part")] == [1, 2, 3, 4, 5, 6]

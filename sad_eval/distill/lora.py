@@ -46,7 +46,10 @@ class Lora:
     """A student with LoRA adapters injected: ``model`` is the (adapted) causal LM the loop runs."""
 
     def __init__(self, model, cfg: TrainConfig):
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise SadEvalError("--lora-r needs peft (pip install peft, or reinstall sad-eval)") from None
 
         self.settings = settings(cfg)
         self.digest = base_digest(model)  # the frozen weights these adapters belong to
