@@ -7,6 +7,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -40,7 +41,7 @@ def make_tiny(path: Path, tokenizer) -> Path:
     return path
 
 
-def _worker(rank: int, world: int, port: int, student: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, student: str, out: str, lora_r: int = 0) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -48,24 +49,29 @@ def _worker(rank: int, world: int, port: int, student: str, out: str) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(_config(student, out, eval_every=3, eval_frac=0.2), log=lambda *a: None)
+        train(_config(student, out, eval_every=3, eval_frac=0.2, lora_r=lora_r), log=lambda *a: None)
     dist.destroy_process_group()
 
 
-def test_two_process_ddp_matches_grad_accumulation(tmp_path, smol_tokenizer):
+# DDP over a model with frozen weights too (LoRA; slow: another ~20 s of two spawned processes)
+@pytest.mark.parametrize("lora_r", [pytest.param(0, id="full"), pytest.param(8, id="lora", marks=pytest.mark.slow)])
+def test_two_process_ddp_matches_grad_accumulation(tmp_path, smol_tokenizer, lora_r):
     from safetensors.torch import load_file
 
     student = str(make_tiny(tmp_path / "tiny", smol_tokenizer))
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
-    mp.start_processes(_worker, args=(2, _free_port(), student, str(ddp_out)), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, _free_port(), student, str(ddp_out), lora_r), nprocs=2, join=True,
                        start_method="spawn")
     assert (ddp_out / "model.safetensors").is_file() and (ddp_out / "rng_rank1.pt").is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(_config(student, str(one_out), grad_accum=2, eval_every=3, eval_frac=0.2), log=lambda *a: None)
+        train(_config(student, str(one_out), grad_accum=2, eval_every=3, eval_frac=0.2, lora_r=lora_r),
+              log=lambda *a: None)
     a, b = load_file(ddp_out / "model.safetensors"), load_file(one_out / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    base = load_file(Path(student) / "model.safetensors")
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it trained (with LoRA: the merged adapters)
     la = (ddp_out / "loss_log.jsonl").read_text().splitlines()
     lb = (one_out / "loss_log.jsonl").read_text().splitlines()
     assert len(la) == len(lb)

@@ -110,8 +110,9 @@ def recover_checkpoint(out: Path) -> None:
 
 
 def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg, d: Dist,
-                    extra: dict | None = None) -> None:
-    """Write a complete checkpoint into a staging directory, then switch ``out`` to it."""
+                    extra: dict | None = None, state_extra: dict | None = None) -> None:
+    """Write a complete checkpoint into a staging directory, then switch ``out`` to it.
+    ``state_extra`` goes into the trainer state (tensors and plain values: LoRA's adapters)."""
     new, old = staging_dir(out), retired_dir(out)
     if d.main:
         shutil.rmtree(new, ignore_errors=True)
@@ -132,7 +133,8 @@ def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg, d: D
         make_portable(new)  # loads in transformers 4.x too
         if extra and "summary" in extra:
             (new / "README.md").write_text(model_card(cfg, step, extra["summary"]))
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "world": d.world}
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "world": d.world,
+                 **(state_extra or {})}
         torch.save(state, new / STATE_FILE)
         if out.is_dir():  # what lives beside the checkpoint (the loss log, ...) moves with it
             for f in out.iterdir():
@@ -198,7 +200,7 @@ def model_card(cfg, step: int, summary: dict) -> str:
         f"| method | `{cfg.method}`, loss `{cfg.loss}`, λr {cfg.lambda_reason}, λa {cfg.lambda_act}, "
         f"curriculum `{cfg.curriculum}` |",
         f"| training | {step} steps, batch {cfg.batch_size} × accum {cfg.grad_accum}, lr {cfg.lr}, seq-len {cfg.seq_len}, "
-        f"seed {cfg.seed}, chat template {'on' if cfg.chat else 'off'} |",
+        f"seed {cfg.seed}, chat template {'on' if cfg.chat else 'off'}{_lora_note(cfg)} |",
         f"| final train loss | {num(summary.get('loss'))} (REASON {num(summary.get('reason'))}, ACT {num(summary.get('act'))}) |",
         f"| held-out loss | REASON {num(ev.get('reason'))}, ACT {num(ev.get('act'))} |", "",
         "Task success is measured by evaluating it: `sad-eval eval --agent THIS_DIR --env ENV` "
@@ -207,3 +209,10 @@ def model_card(cfg, step: int, summary: dict) -> str:
         f"(about twice the weights' size); leave it out when sharing the model. `{LOG_FILE}` is the loss log.", "",
     ]
     return "\n".join(lines)
+
+
+def _lora_note(cfg) -> str:
+    if not getattr(cfg, "lora_r", 0):
+        return ""
+    alpha = cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_r
+    return f", LoRA r {cfg.lora_r} alpha {alpha:g} on {','.join(cfg.lora_targets)} (saved merged)"

@@ -37,6 +37,15 @@ def _exemplars(items: list[str]) -> dict[str, str]:
     return parse_env_specs(items)
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def split_names(value) -> list[str]:
+    """"a,b" (or a list) -> ["a", "b"]."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [x.strip() for x in items if x.strip()]
+
+
 def _optional_paths(value):
     return [str(v) for v in value] if value else None
 
@@ -61,6 +70,19 @@ class TrainConfig:
                                         "(+embeddings) of --init-source (named sizes) or of --student.")
     init_source: str = flag("smollm2-135m", "--init-source",
                             "Model whose layers --init-from-layers copies into a named size.")
+    # LoRA (peft): off by default; docs/distill.md ("LoRA") says what it is for and what it measured
+    lora_r: int = flag(0, "--lora-r", "LoRA rank: train low-rank adapters of the frozen student (peft) instead "
+                       "of every weight; 0: full fine-tuning. The checkpoint is saved merged (a plain model).",
+                       at_least=0)
+    # None: 2·r (scale alpha/r = 2), the common choice; the learning rate matters more
+    lora_alpha: float | None = flag(None, "--lora-alpha", "LoRA alpha; the update is scaled by alpha/r "
+                                    "(default 2·r).")
+    lora_dropout: float = flag(0.0, "--lora-dropout", "Dropout on the LoRA input (default 0: deterministic).")
+    # every linear projection of a Llama block: LoRA on the MLP too tracks full fine-tuning far better
+    # than attention-only (QLoRA, Dettmers et al. 2023); embeddings and the tied head stay frozen
+    lora_targets: list[str] = flag(name="--lora-targets", default_factory=lambda: list(LORA_TARGETS),
+                                   cli_type=str, to_cli=",".join, from_cli=split_names,
+                                   help="Comma-separated module names LoRA adapts.")
     max_steps: int = flag(200, "--max-steps", "Optimizer steps.", at_least=1)
     lr: float = flag(3e-4, "--lr", "Peak learning rate (AdamW).")
     min_lr_ratio: float = flag(0.1, "--min-lr-ratio", "The cosine schedule ends at this share of --lr.")
@@ -125,3 +147,27 @@ def validate_train_config(cfg: TrainConfig) -> None:
     if cfg.temperature <= 0:
         raise SadEvalError("--temperature must be positive")
     check_bounds(cfg)
+    _validate_lora(cfg)
+
+
+def _validate_lora(cfg: TrainConfig) -> None:
+    from sad_eval.distill.students import SIZES
+
+    if not cfg.lora_r:
+        set_ = [f for f, on in (("--lora-alpha", cfg.lora_alpha is not None), ("--lora-dropout", cfg.lora_dropout),
+                                ("--lora-targets", split_names(cfg.lora_targets) != list(LORA_TARGETS))) if on]
+        if set_:
+            raise SadEvalError(f"{', '.join(set_)} only apply with LoRA: add --lora-r R (e.g. 16)")
+        return
+    if cfg.student in SIZES and not cfg.init_from_layers:
+        # LoRA freezes the embeddings and every weight: of a random-init model that leaves random
+        # features with a low-rank correction, which trains far worse than full fine-tuning
+        raise SadEvalError(f"--lora-r with --student {cfg.student} (random init) would freeze random weights: "
+                           "use a pretrained student (smollm2-135m, a checkpoint, or --init-from-layers K), "
+                           "or full fine-tuning (--lora-r 0)")
+    if cfg.lora_alpha is not None and not cfg.lora_alpha > 0:
+        raise SadEvalError(f"--lora-alpha must be positive, got {cfg.lora_alpha}")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise SadEvalError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
+    if not split_names(cfg.lora_targets):
+        raise SadEvalError("--lora-targets is empty; e.g. " + ",".join(LORA_TARGETS))

@@ -278,11 +278,24 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
 
     # -- models and tokenizer
     torch.manual_seed(cfg.seed)
-    if state is not None:
+    if state is not None and bool(state.get("lora")) != bool(cfg.lora_r):
+        raise SadEvalError(f"{out} was trained {'with' if state.get('lora') else 'without'} LoRA: resume with "
+                           "the same --lora-r, or start a new --out")
+    if state is not None and not cfg.lora_r:
         model = students._load(out, torch.float32)
-        tok_path = out
-    else:
+    else:  # LoRA resumes on the base it started from (its checkpoint is merged): see distill/lora.py
         model, tok_path = students.build_student(cfg.student, cfg.init_from_layers, cfg.init_source, cfg.seed)
+    if state is not None:
+        tok_path = out
+    lora = None
+    if cfg.lora_r:
+        from sad_eval.distill.lora import Lora
+
+        lora = Lora(model, cfg)
+        model = lora.model
+        if state is not None:
+            lora.load(state["lora"], str(out))
+        say(f"LoRA r {cfg.lora_r}: {lora.trainable():,} of {students.param_count(model):,} parameters trainable")
     tokenizer = _load_tokenizer(AutoTokenizer, tok_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     teacher, topk = None, None
@@ -383,6 +396,12 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
         from sad_eval.statefiles import write_json_atomic
 
         write_json_atomic(out / ARGS_FILE, {**asdict(cfg), "step": start})
+    def checkpoint(step: int, extra: dict | None = None) -> None:
+        # with LoRA: a plain merged model for the harness, the unmerged adapters for --resume
+        saved = lora.merged() if (lora is not None and d.main) else model
+        save_checkpoint(out, saved, tokenizer, optimizer, step, cfg, d, extra,
+                        state_extra={"lora": lora.state()} if lora is not None else None)
+
     def record(row: dict) -> None:  # one append per row: a killed run keeps every logged step
         if d.main:
             with open(out / LOG_FILE, "a") as f:
@@ -473,17 +492,19 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print) -> dict:
             if ev:
                 say(f"step {step + 1} held-out: reason {_f(ev['reason'])} act {_f(ev['act'])}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < end:
-            save_checkpoint(out, model, tokenizer, optimizer, step + 1, cfg, d)
+            checkpoint(step + 1)
     progress.close()
     elapsed = time.perf_counter() - t_start
     final_eval = evaluate(end) if cfg.eval_every else None
     summary = {"steps": end, "start": start, "loss": last["loss"], "reason": last["reason"],
                "act": last["act"], "eval": final_eval, "tokens": tokens_seen,
                "tok_per_s": tokens_seen / elapsed if elapsed > 0 else None, "elapsed_s": elapsed,
-               "peak_mem_mb": _peak_mem_mb(device), "params": students.param_count(model),
+               "peak_mem_mb": _peak_mem_mb(device),
+               "params": students.param_count(model) - (lora.trainable() if lora else 0),  # the saved model's
+               "trainable_params": sum(p.numel() for p in params),
                "sequences": len(examples), "train_sequences": len(train_idx), "eval_sequences": len(eval_idx),
                "data": asdict(bstats), "topk": pstats if topk is not None else None}
-    save_checkpoint(out, model, tokenizer, optimizer, end, cfg, d, {"summary": summary})
+    checkpoint(end, {"summary": summary})
     say(f"saved {out} (step {end}/{cfg.max_steps}; {summary['tok_per_s'] or 0:.0f} tok/s)")
     return summary
 
