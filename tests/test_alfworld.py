@@ -212,3 +212,27 @@ def test_expert_wins_with_well_formed_turns(env):
     for s in ep.steps:
         p = parse_turn("alfworld", f"Reasoning: {s.reasoning}\nAction: {s.action}\n")
         assert (p.reasoning, p.action, p.valid) == (s.reasoning, s.action, True)
+
+
+@needs_engine
+def test_memoized_grammar_parses_give_what_a_fresh_parse_gives(env):
+    """The engine keeps TextWorld's parse trees per string (`alfworld._memoize_parses`): every string
+    the game parsed converts to the same objects as a fresh tatsu parse, and each call gets its own."""
+    import textworld.envs.pddl.textgen as textgen
+    import textworld.logic as logic
+
+    env.reset(options={"task_id": GAME})
+    for action in WINNING[:2]:
+        env.step(action)
+    for module, converter in ((textgen, textgen._Converter), (logic, logic._ModelConverter)):
+        assert module._sad_eval_memo
+        trees = module._parse_and_convert.__closure__  # the memo is in use: it holds parse trees
+        cache = next(c.cell_contents for c in trees if isinstance(c.cell_contents, dict))
+        assert len(cache) >= 3
+        for (text, rule), _ in list(cache.items())[:200]:
+            fresh = converter().walk(module._PARSER.parse(text, rule_name=rule))
+            got = module._parse_and_convert(text, rule_name=rule)
+            assert repr(got) == repr(fresh)
+            again = module._parse_and_convert(text, rule_name=rule)
+            if isinstance(got, list) and got:
+                assert got[0] is not again[0]  # new objects per call: nothing shared between callers

@@ -113,6 +113,8 @@ def engine() -> SimpleNamespace:
         import alfworld.gen.constants as constants
         import fast_downward
         import textworld
+        import textworld.envs.pddl.textgen
+        import textworld.logic
         from textworld.envs.pddl import PddlEnv
     except ImportError as e:
         raise SadEvalError(
@@ -147,6 +149,8 @@ def engine() -> SimpleNamespace:
             finally:
                 handcoded.random = saved
 
+    _memoize_parses(textworld.envs.pddl.textgen, "_Converter")
+    _memoize_parses(textworld.logic, "_ModelConverter")
     # receptacle classes where an object class is usually found (the expert's search prior)
     priors: dict[str, list[str]] = {}
     for recep, objs in constants.VAL_RECEPTACLE_OBJECTS.items():
@@ -154,6 +158,30 @@ def engine() -> SimpleNamespace:
             priors.setdefault(obj.lower(), []).append(recep.lower())
     return SimpleNamespace(textworld=textworld, fast_downward=fast_downward, PddlEnv=PddlEnv, tw=tw,
                            GuardedExpert=GuardedExpert, priors={k: sorted(v) for k, v in priors.items()})
+
+
+def _memoize_parses(module, converter: str) -> None:
+    """Parse each grammar string once per process in a TextWorld module (`_parse_and_convert`).
+
+    To list the admissible commands, every `PddlEnv` step re-parses the same few hundred short
+    strings (command templates, rule conditions) with tatsu: 52 of 181 s of a batched `small`-model
+    ALFWorld rollout (profiled, docs/agents.md). The parse tree depends only on the string and is
+    only read by the conversion, so it is kept; the conversion still runs on every call, so each
+    caller gets new objects, as before (outputs are identical: tests/test_alfworld.py).
+    """
+    if getattr(module, "_sad_eval_memo", False):
+        return
+    parser, convert, trees = module._PARSER, getattr(module, converter), {}
+
+    def parse_and_convert(text, rule_name=None, **kwargs):
+        if kwargs.get("trace"):  # debugging output is per call
+            return convert().walk(parser.parse(text, rule_name=rule_name, **kwargs))
+        key = (text, rule_name)
+        if key not in trees:
+            trees[key] = parser.parse(text, rule_name=rule_name)
+        return convert().walk(trees[key])
+
+    module._parse_and_convert, module._sad_eval_memo = parse_and_convert, True
 
 
 @contextlib.contextmanager
