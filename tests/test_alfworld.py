@@ -236,3 +236,31 @@ def test_memoized_grammar_parses_give_what_a_fresh_parse_gives(env):
             again = module._parse_and_convert(text, rule_name=rule)
             if isinstance(got, list) and got:
                 assert got[0] is not again[0]  # new objects per call: nothing shared between callers
+
+
+@needs_engine
+def test_the_engine_speedups_leave_every_observation_as_it_was(env, monkeypatch):
+    """The parse memo and the shared context values (`alfworld.engine`) against TextWorld's own
+    functions, restored: the same observations, rewards and admissible commands, step for step."""
+    import textworld.envs.pddl.textgen as textgen
+    import textworld.logic as logic
+
+    def play():
+        obs, info = env.reset(options={"task_id": GAME})
+        seen = [(obs, tuple(info["admissible_commands"]))]
+        for i in range(12):
+            cmds = info["admissible_commands"]
+            action = WINNING[i] if i < len(WINNING) - 1 else cmds[(7 * i + 3) % len(cmds)]
+            obs, reward, term, _, info = env.step(action)
+            seen.append((obs, reward, term, tuple(info["admissible_commands"])))
+            if term:
+                break
+        return seen
+
+    fast = play()
+    with monkeypatch.context() as m:
+        m.setattr(textgen, "copy_context", textgen._sad_eval_original_copy_context)
+        m.setattr(textgen, "_parse_and_convert", textgen._sad_eval_original_parse)
+        m.setattr(logic, "_parse_and_convert", logic._sad_eval_original_parse)
+        slow = play()
+    assert fast == slow and len(fast) > 5
