@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sad_eval.envs.alfworld import GAME_FILE, ALFWorldEnv, clean_observation, engine, list_tasks, task_type_of
+from sad_eval.envs.alfworld import (GAME_FILE, ALFWorldEnv, clean_observation, engine, list_tasks, task_type_of,
+                                    textworld_as_shipped)
 from sad_eval.paths import data_root
 
 
@@ -69,17 +70,21 @@ def raw_env(tid: str):
 
 
 class Raw:
-    """The raw env behind the same small interface as ours (a textworld.gym reset always reloads)."""
+    """The raw env behind the same small interface as ours (a textworld.gym reset always reloads),
+    on TextWorld as shipped (without the engine speed-ups `alfworld.engine` installs in-process)."""
 
     def __init__(self, tid: str):
-        self.env = raw_env(tid)
+        with textworld_as_shipped():
+            self.env = raw_env(tid)
 
     def reset(self) -> str:
-        o, _ = self.env.reset()
+        with textworld_as_shipped():
+            o, _ = self.env.reset()
         return clean_observation(o, first=True)
 
     def step(self, cmd: str) -> str:
-        return clean_observation(self.env.step(cmd)[0])
+        with textworld_as_shipped():
+            return clean_observation(self.env.step(cmd)[0])
 
     def close(self) -> None:
         self.env.close()

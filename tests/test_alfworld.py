@@ -239,11 +239,10 @@ def test_memoized_grammar_parses_give_what_a_fresh_parse_gives(env):
 
 
 @needs_engine
-def test_the_engine_speedups_leave_every_observation_as_it_was(env, monkeypatch):
+def test_the_engine_speedups_leave_every_observation_as_it_was(env):
     """The parse memo and the shared context values (`alfworld.engine`) against TextWorld's own
     functions, restored: the same observations, rewards and admissible commands, step for step."""
-    import textworld.envs.pddl.textgen as textgen
-    import textworld.logic as logic
+    from sad_eval.envs.alfworld import textworld_as_shipped
 
     def play():
         obs, info = env.reset(options={"task_id": GAME})
@@ -258,9 +257,6 @@ def test_the_engine_speedups_leave_every_observation_as_it_was(env, monkeypatch)
         return seen
 
     fast = play()
-    with monkeypatch.context() as m:
-        m.setattr(textgen, "copy_context", textgen._sad_eval_original_copy_context)
-        m.setattr(textgen, "_parse_and_convert", textgen._sad_eval_original_parse)
-        m.setattr(logic, "_parse_and_convert", logic._sad_eval_original_parse)
+    with textworld_as_shipped():
         slow = play()
     assert fast == slow and len(fast) > 5

@@ -203,6 +203,24 @@ def _share_context_values(textgen) -> None:
 
 
 @contextlib.contextmanager
+def textworld_as_shipped() -> Iterator[None]:
+    """TextWorld's own functions in place of the speed-ups above, for the duration (what benchmarks
+    and equivalence tests compare against)."""
+    import textworld.envs.pddl.textgen as textgen
+    import textworld.logic as logic
+
+    engine()
+    fast = (textgen.copy_context, textgen._parse_and_convert, logic._parse_and_convert)
+    textgen.copy_context = textgen._sad_eval_original_copy_context
+    textgen._parse_and_convert = textgen._sad_eval_original_parse
+    logic._parse_and_convert = logic._sad_eval_original_parse
+    try:
+        yield
+    finally:
+        textgen.copy_context, textgen._parse_and_convert, logic._parse_and_convert = fast
+
+
+@contextlib.contextmanager
 def translation_cache(memo: dict[tuple[str, str, bool], Any]) -> Iterator[None]:
     """Reuse the PDDL->SAS translation of the loaded game across resets, and undo its side effect.
 
