@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SADEVAL := .venv/bin/sad-eval
 STAMP   := .venv/.setup-done
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo quick test bench clean-venv
 
 setup: $(STAMP)
 	@$(SADEVAL) data install
@@ -31,8 +31,13 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys, torch, transformers, sad_eval; print(f"setup done: python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, sad-eval {sad_eval.__version__}; full log: $(SETUP_LOG)")'
 	@touch $(STAMP)
 
+# the main job: distil SmolLM2-135M into a WebShop agent, evaluated on held-out goals next to its teacher
 demo: setup
 	$(SADEVAL) data status
+	$(SADEVAL) experiment configs/demo.yaml --out runs/demo
+
+# the whole pipeline on all three envs with a tiny student (minutes; it learns the format only)
+quick: setup
 	$(SADEVAL) experiment configs/quick.yaml --out runs/quick
 
 test: setup
