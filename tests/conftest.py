@@ -45,6 +45,24 @@ def sample_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory, smol_tokenizer) -> str:
+    """A random-weight student of SmolLM2's family shape (`llama_config`: 2 layers, width 64), for
+    training tests (it has the family's settings, unlike `tiny_checkpoint`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sad_eval.distill.students import llama_config
+
+    path = tmp_path_factory.mktemp("student")
+    torch.manual_seed(0)
+    cfg = llama_config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=128)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    smol_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, smol_tokenizer):
     """A random-weight SmolLM2-shaped model (2 layers, width 64) saved with the real tokenizer."""
     import torch

@@ -19,19 +19,9 @@ FIXTURE = str(Path(__file__).parent / "data" / "distill_teacher.jsonl")
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def student(tmp_path_factory, smol_tokenizer) -> str:
-    from transformers import AutoModelForCausalLM
-
-    from sad_eval.distill.students import llama_config
-
-    path = tmp_path_factory.mktemp("student")
-    torch.manual_seed(0)
-    cfg = llama_config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                       intermediate_size=128)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    smol_tokenizer.save_pretrained(path)
-    return str(path)
+@pytest.fixture
+def student(tiny_student) -> str:
+    return tiny_student
 
 
 def cfg(student, out, **kw) -> TrainConfig:

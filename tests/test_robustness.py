@@ -127,22 +127,9 @@ def test_experiment_rebuilds_a_torn_manifest_and_reruns_a_torn_stamp(tmp_path):
 # ================================================================ 3. checkpoints switched in whole
 
 
-def _tiny_student(path: Path, tokenizer) -> str:
-    from transformers import AutoModelForCausalLM
-
-    from sad_eval.distill.students import llama_config
-
-    torch.manual_seed(0)
-    cfg = llama_config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                       intermediate_size=128)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory, smol_tokenizer) -> str:
-    return _tiny_student(tmp_path_factory.mktemp("student"), smol_tokenizer)
+@pytest.fixture
+def student(tiny_student) -> str:
+    return tiny_student
 
 
 def _train(student: str, out: Path, **kw) -> dict:
