@@ -468,6 +468,20 @@ def _distill_opts(cfg: ExperimentConfig) -> dict[str, Any]:
     return opts
 
 
+def _update_identity(opts: dict[str, Any]) -> dict[str, Any]:
+    """The distill options that define a stage's result. Speed settings are left out, and so is the
+    split of the global batch into micro-batches: batch 4 and batch 1 × grad_accum 4 take the same
+    windows and make the same update (distill/trainer.py), so a run may change it to fit in memory
+    and still resume. Folded into `batch_size` so configs without `grad_accum` keep their digests."""
+    from sad_eval.distill.config import TrainConfig
+
+    out = {k: v for k, v in opts.items() if k not in SPEED_ONLY}
+    accum = int(out.pop("grad_accum", 1))
+    if "batch_size" in out or accum != 1:
+        out["batch_size"] = int(out.get("batch_size", TrainConfig.batch_size)) * accum
+    return out
+
+
 def distill_settings(cfg: ExperimentConfig, student: Student, method: str, seed: int, root: Path,
                      progress: bool = True, resume: bool = False):
     from sad_eval.distill.config import TrainConfig
@@ -486,8 +500,7 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     data = [teacher_file(root, p.name, "train") for p in cfg.envs]
     key = student_key(student, method, seed)
     out = ckpt_dir(root, key)
-    settings = {"student": student.__dict__, "method": method, "seed": seed,
-                **{k: v for k, v in _distill_opts(cfg).items() if k not in SPEED_ONLY}}
+    settings = {"student": student.__dict__, "method": method, "seed": seed, **_update_identity(_distill_opts(cfg))}
     digest = inputs_hash(settings, data)
     stamp = partial_file(root, f"distill-{key}")
     # resume only a run of the same inputs; otherwise start over

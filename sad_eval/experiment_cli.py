@@ -13,14 +13,18 @@ def register(app: typer.Typer) -> None:
     def experiment_cmd(
         config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME)."),
-        stage: Optional[List[str]] = typer.Option(None, "--stage", help="Only these stages: collect, distill, eval, report."),
+        stage: Optional[List[str]] = typer.Option(None, "--stage", help="Only these stages: collect, distill, eval, "
+                                                  "report (repeat the option or separate by commas)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                               help="CPU threads for distill and eval (overrides the config)."),
         students: Optional[List[str]] = typer.Option(None, "--students",
-                                                     help="Only these students (by name): one shard of the study."),
-        seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="Only these seeds: one shard of the study."),
-        methods: Optional[List[str]] = typer.Option(None, "--methods", help="Only these methods: one shard of the study."),
+                                                     help="Only these students (by name): one shard of the study "
+                                                          "(repeat or use commas)."),
+        seeds: Optional[List[str]] = typer.Option(None, "--seeds", help="Only these seeds: one shard of the study "
+                                                  "(repeat or use commas: --seeds 1,2)."),
+        methods: Optional[List[str]] = typer.Option(None, "--methods", help="Only these methods: one shard of the "
+                                                    "study (repeat or use commas: --methods sad,no-seg)."),
         merge: Optional[List[Path]] = typer.Option(None, "--merge",
                                                    help="Another shard's report/results_long.csv to add to the tables."),
     ):
@@ -36,13 +40,23 @@ def register(app: typer.Typer) -> None:
         from sad_eval.experiment import run_experiment
         from sad_eval.reports.experiment_report import print_report
 
+        stage, students, methods = _split(stage), _split(students), _split(methods)
+        try:
+            seed_list = [int(s) for s in _split(seeds)]
+        except ValueError:
+            raise SadEvalError(f"--seeds takes integers (e.g. --seeds 0,1), not {','.join(seeds or [])!r}") from None
         bad = [s for s in stage or [] if s not in ("collect", "distill", "eval", "report")]
         if bad:
             raise SadEvalError(f"unknown stage(s) {bad}; choose from collect, distill, eval, report")
         console = Console()
         root = run_experiment(config, out, log=console.print, stages_only=tuple(stage) if stage else None,
                               progress=not no_progress, threads=threads,
-                              only_students=tuple(students or ()), only_seeds=tuple(seeds or ()),
+                              only_students=tuple(students or ()), only_seeds=tuple(seed_list),
                               only_methods=tuple(methods or ()),
                               merge=tuple(merge or ()))
         print_report(root)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """`--methods sad --methods no-seg` and `--methods sad,no-seg` mean the same."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]

@@ -97,6 +97,37 @@ def test_rerun_skips_unchanged_stages(micro_run):
     assert logs and all("skip" in str(l) for l in logs)
 
 
+def test_splitting_the_batch_into_micro_batches_keeps_the_distill_stages(micro_run, tmp_path):
+    """batch 2 and batch 1 x grad_accum 2 make the same update: a run that changes the split to fit
+    in memory resumes; a new global batch is a new experiment."""
+    root, _ = micro_run
+    text = MICRO.read_text()
+    assert "batch_size: 2," in text
+    split = tmp_path / "micro.yaml"
+    split.write_text(text.replace("batch_size: 2,", "batch_size: 1, grad_accum: 2,"))
+    logs = []
+    run_experiment(split, root, log=logs.append, progress=False, stages_only=("distill",))
+    assert logs and all("skip" in str(l) for l in logs)
+    bigger = tmp_path / "micro-b4.yaml"
+    bigger.write_text(text.replace("batch_size: 2,", "batch_size: 2, grad_accum: 2,"))
+    from sad_eval.experiment import _distill_opts, _update_identity
+
+    assert (_update_identity(_distill_opts(load_config(bigger)))["batch_size"]
+            != _update_identity(_distill_opts(load_config(split)))["batch_size"])
+
+
+def test_shard_options_take_commas_or_repeats(micro_run, capsys):
+    from sad_eval.cli import main
+
+    root, _ = micro_run
+    assert main(["experiment", str(MICRO), "--out", str(root), "--no-progress", "--stage", "distill,eval",
+                 "--methods", "sad,token", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "skip distill-tiny-sad-s0" in out and "skip eval-tiny-token-s0-webshop" in out and "run " not in out
+    assert main(["experiment", str(MICRO), "--out", str(root), "--seeds", "0,x"]) == 2
+    assert "--seeds takes integers" in capsys.readouterr().err
+
+
 def test_paired_table_has_a_row_per_student_and_a_seed_count(micro_run):
     root, _ = micro_run
     paired = (root / "report" / "paired.md").read_text()
