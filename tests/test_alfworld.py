@@ -260,3 +260,43 @@ def test_the_engine_speedups_leave_every_observation_as_it_was(env):
     with textworld_as_shipped():
         slow = play()
     assert fast == slow and len(fast) > 5
+
+
+@needs_engine
+def test_translated_games_are_kept_on_disk_and_replay_the_same(data_root, tmp_path, monkeypatch):
+    """A game translated by one process is unpickled by the next (fast-downward not called), and
+    the episode is the same as with the translator run afresh; a torn file is just a miss."""
+    from sad_eval.envs import alfworld
+
+    monkeypatch.setenv("SAD_EVAL_CACHE", str(tmp_path))
+
+    def play(**kw):
+        e = alfworld.ALFWorldEnv(data_root=data_root, tasks=[GAME], **kw)
+        try:
+            obs, info = e.reset(options={"task_id": GAME})
+            seen = [(obs, tuple(info["admissible_commands"]))]
+            for action in WINNING:
+                obs, reward, term, _, info = e.step(action)
+                seen.append((obs, reward, term, tuple(info["admissible_commands"])))
+            return seen
+        finally:
+            e.close()
+
+    fresh = play(sas_cache=False)
+    assert not alfworld.sas_cache_dir().exists()
+    first = play()
+    files = sorted(alfworld.sas_cache_dir().glob("*.pkl.z"))
+    assert len(files) == 2  # the plain and the optimized translation
+
+    fd = alfworld.engine().fast_downward
+
+    def must_not_translate(*a, **k):
+        raise AssertionError("translated again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(fd, "pddl2sas", must_not_translate)
+        again = play()
+    assert fresh == first == again and again[-1][1] == 1.0
+    files[0].write_bytes(b"torn")
+    assert play() == fresh
+    assert all(alfworld._read_sas(f) is not None for f in files)  # rewritten whole

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import os
+import pickle
 import random
 import re
 import sys
 import warnings
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
@@ -30,6 +35,7 @@ from sad_eval.data import require
 from sad_eval.envs.alfworld_spec import SPLIT_FOLDERS as ALFWORLD_SPLITS
 from sad_eval.envs.base import EnvError, TextEnv
 from sad_eval.errors import SadEvalError
+from sad_eval.paths import cache_root
 
 GAMES_DIR = "alfworld/json_2.1.1"
 GAME_FILE = "game.tw-pddl"
@@ -47,6 +53,10 @@ _BANNER = re.compile(r"^\s*-=.*=-\s*$")
 _ARRIVE = re.compile(r"^You arrive at loc \d+\.\s*")
 _TASK = re.compile(r"Your task is to:\s*(.+?)\s*$", re.S)
 _UNSOLVABLE = re.compile(rb'"solvable"\s*:\s*false')
+try:
+    _FD_VERSION = importlib.metadata.version("fast-downward-textworld")
+except importlib.metadata.PackageNotFoundError:
+    _FD_VERSION = "unknown"
 
 
 # ---------------------------------------------------------------- tasks
@@ -220,13 +230,50 @@ def textworld_as_shipped() -> Iterator[None]:
         textgen.copy_context, textgen._parse_and_convert, logic._parse_and_convert = fast
 
 
-@contextlib.contextmanager
-def translation_cache(memo: dict[tuple[str, str, bool], Any]) -> Iterator[None]:
-    """Reuse the PDDL->SAS translation of the loaded game across resets, and undo its side effect.
+def sas_cache_dir() -> Path:
+    """Where translated games are kept between processes (under ``$SAD_EVAL_CACHE``)."""
+    return cache_root() / "alfworld-sas"
 
-    Every `PddlEnv.reset` translates the game's PDDL twice (~80% of a reset); the result depends
-    only on (domain, problem, optimize) and is only read afterwards, so resetting the same game
-    again can reuse it. fast-downward's translator also overwrites `sys.argv`; it is restored.
+
+def _sas_file(folder: Path, domain: str, problem: str, optimize: bool) -> Path:
+    # keyed by the translator's version and the exact PDDL text: another game, another domain
+    # file or another fast-downward can never hit an old entry
+    h = hashlib.sha256(f"{_FD_VERSION}\0{int(optimize)}\0".encode())
+    h.update(domain.encode())
+    h.update(b"\0")
+    h.update(problem.encode())
+    return folder / f"{h.hexdigest()}.pkl.z"
+
+
+def _read_sas(path: Path) -> Any | None:
+    try:
+        return pickle.loads(zlib.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+    except Exception:  # a torn or foreign file is a miss: translate again and overwrite it
+        return None
+
+
+def _write_sas(path: Path, value: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(zlib.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 1))
+        os.replace(tmp, path)  # whole or absent: a reader never sees half a file
+    except OSError:
+        pass  # a read-only cache only costs speed
+
+
+@contextlib.contextmanager
+def translation_cache(memo: dict[tuple[str, str, bool], Any], disk: Path | None = None) -> Iterator[None]:
+    """Reuse the PDDL->SAS translation of a game across resets and processes; undo its side effect.
+
+    Every new game's `PddlEnv.load` translates its PDDL twice with fast-downward (~0.4-1 s each,
+    90% of a reset); the result (the parsed task and the SAS text) depends only on (domain,
+    problem, optimize) and is only read afterwards. So resetting the same game again reuses it
+    from `memo`, and with `disk` a game translated by any earlier process is unpickled (~3 ms)
+    instead: every evaluation replays the same few hundred games. fast-downward's translator also
+    overwrites `sys.argv`; it is restored.
     """
     fd = engine().fast_downward
     original, argv = fd.pddl2sas, list(sys.argv)
@@ -234,7 +281,13 @@ def translation_cache(memo: dict[tuple[str, str, bool], Any]) -> Iterator[None]:
     def cached(domain: str, problem: str, verbose: bool = False, optimize: bool = False):
         key = (domain, problem, bool(optimize))
         if key not in memo:
-            memo[key] = original(domain, problem, verbose=verbose, optimize=optimize)
+            path = _sas_file(disk, domain, problem, bool(optimize)) if disk is not None else None
+            value = _read_sas(path) if path is not None else None
+            if value is None:
+                value = original(domain, problem, verbose=verbose, optimize=optimize)
+                if path is not None:
+                    _write_sas(path, value)
+            memo[key] = value
         return memo[key]
 
     fd.pddl2sas = cached
@@ -288,13 +341,16 @@ class ALFWorldEnv(TextEnv):
     `max_steps` actions; `info["rejected"]` when the game answers "Nothing happens." (a command it
     cannot carry out). With `privileged=True` (what the expert asks for) `info["privileged"]`
     carries the handcoded expert's next command (`expert_action`) and the goal parameters.
+    `sas_cache=False` translates every new game afresh instead of reusing translations kept in
+    `sas_cache_dir()` (same observations either way; for timing the engine as shipped).
     """
 
     env_name = "ALFWorld"  # in messages
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: turn-based text, set only to quiet the checker
 
     def __init__(self, split: str = "valid_unseen", data_root: str | Path | None = None, max_steps: int = 50,
-                 privileged: bool = False, tasks: Sequence[str] | None = None, render_mode: str | None = None):
+                 privileged: bool = False, tasks: Sequence[str] | None = None, render_mode: str | None = None,
+                 sas_cache: bool = True):
         if render_mode not in (None, "ansi"):
             raise SadEvalError(f"unsupported render_mode {render_mode!r} (ALFWorld renders 'ansi' text)")
         self.max_steps = int(max_steps)
@@ -313,6 +369,7 @@ class ALFWorldEnv(TextEnv):
         self._game = make_engine(self.privileged)
         self._loaded: str | None = None
         self._sas: dict[tuple[str, str, bool], Any] = {}
+        self._sas_disk = sas_cache_dir() if sas_cache else None
         self._task_id: str | None = None
         self._params: dict[str, str] = {}
         self._goal = ""
@@ -323,7 +380,7 @@ class ALFWorldEnv(TextEnv):
         trial = self._root / tid
         if self.privileged:
             self._game.rng = random.Random(int(self.np_random.integers(2**31)))
-        with translation_cache(self._sas), _engine_errors(tid):
+        with translation_cache(self._sas, self._sas_disk), _engine_errors(tid):
             if self._loaded != tid:
                 self._loaded = None
                 self._sas.clear()  # one game's translation at a time; `load` translates it once
