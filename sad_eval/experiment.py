@@ -58,6 +58,13 @@ class Student:
     name: str  # label in tables
     student: str  # tiny | small | base | path | smollm2-135m
     init_from_layers: int | None = None
+    # this student's own distill settings over the config's `distill:` section (a learning-rate
+    # sweep, LoRA against full fine-tuning): students of one study share the teacher data and evals
+    distill: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What names the student in stage digests (its distill settings enter as settings)."""
+        return {"name": self.name, "student": self.student, "init_from_layers": self.init_from_layers}
 
 
 @dataclass
@@ -91,7 +98,7 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _check_distill(path: Path, opts: dict[str, Any]) -> None:
+def _check_distill(path: Path, opts: dict[str, Any], where: str = "distill") -> None:
     """The distill section holds `TrainConfig` fields: unknown names and wrong scalar types are
     reported here, not as a traceback deep inside training."""
     import dataclasses
@@ -102,7 +109,7 @@ def _check_distill(path: Path, opts: dict[str, Any]) -> None:
     for key, v in opts.items():
         f = fields.get(key)
         if f is None or key in ("data", "student", "out", "method", "seed", "resume", "init_from_layers", "progress"):
-            raise SadEvalError(f"{path}: distill.{key} is not a distill setting")
+            raise SadEvalError(f"{path}: {where}.{key} is not a distill setting")
         default = f.default if f.default is not dataclasses.MISSING else None
         if v is None or default is None:
             continue
@@ -110,7 +117,7 @@ def _check_distill(path: Path, opts: dict[str, Any]) -> None:
         ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) if want is float else \
             isinstance(v, want) and (want is bool or not isinstance(v, bool))
         if not ok:
-            raise SadEvalError(f"{path}: distill.{key} must be {want.__name__}, got {_brief(v)}")
+            raise SadEvalError(f"{path}: {where}.{key} must be {want.__name__}, got {_brief(v)}")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -168,6 +175,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         _expect(path, f"students[{i}].name", student.name, str, "a string")
         if student.init_from_layers is not None:
             _expect(path, f"students[{i}].init_from_layers", student.init_from_layers, int, "an integer")
+        _expect(path, f"students[{i}].distill", student.distill, dict, "a mapping of distill settings")
+        _check_distill(path, student.distill, where=f"students[{i}].distill")
         students.append(student)
     methods = list(_expect(path, "methods", raw.get("methods") or ["sad", "token"], list, "a list"))
     bad = [m for m in methods if m not in METHODS]
@@ -343,6 +352,9 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     cfg = load_config(config_path)
     if threads:
         cfg.distill["threads"] = cfg.eval["threads"] = int(threads)
+        for st in cfg.students:
+            if "threads" in st.distill:
+                st.distill["threads"] = int(threads)
     run_students = select(cfg.students, only_students, lambda s: s.name, "student")
     run_seeds = select(cfg.seeds, only_seeds, lambda s: s, "seed")
     run_methods = select(cfg.methods, only_methods, lambda m: m, "method")
@@ -460,9 +472,9 @@ def _student_exemplars(cfg: ExperimentConfig) -> dict[str, str]:
     return {p.name: parse_spec(p.exemplars) for p in cfg.envs if parse_spec(p.exemplars)}
 
 
-def _distill_opts(cfg: ExperimentConfig) -> dict[str, Any]:
+def _distill_opts(cfg: ExperimentConfig, student: Student | None = None) -> dict[str, Any]:
     # train on exactly the contexts eval will show: same room left for the generated turn
-    opts = {"reserve": cfg.max_new_tokens, **cfg.distill}
+    opts = {"reserve": cfg.max_new_tokens, **cfg.distill, **(student.distill if student else {})}
     if _student_exemplars(cfg):  # only when set: zero-shot stages keep their digests
         opts["exemplars"] = _student_exemplars(cfg)
     return opts
@@ -486,7 +498,7 @@ def distill_settings(cfg: ExperimentConfig, student: Student, method: str, seed:
                      progress: bool = True, resume: bool = False):
     from sad_eval.distill.config import TrainConfig
 
-    opts = _distill_opts(cfg)
+    opts = _distill_opts(cfg, student)
     opts.setdefault("save_every", max(1, int(opts.get("max_steps", 200)) // 4))
     return TrainConfig(data=[str(teacher_file(root, p.name, "train")) for p in cfg.envs], student=student.student,
                        out=str(ckpt_dir(root, student_key(student, method, seed))), method=method, seed=seed,
@@ -500,7 +512,8 @@ def _distill_stage(cfg: ExperimentConfig, student: Student, method: str, seed: i
     data = [teacher_file(root, p.name, "train") for p in cfg.envs]
     key = student_key(student, method, seed)
     out = ckpt_dir(root, key)
-    settings = {"student": student.__dict__, "method": method, "seed": seed, **_update_identity(_distill_opts(cfg))}
+    settings = {"student": student.identity(), "method": method, "seed": seed,
+                **_update_identity(_distill_opts(cfg, student))}
     digest = inputs_hash(settings, data)
     stamp = partial_file(root, f"distill-{key}")
     # resume only a run of the same inputs; otherwise start over

@@ -116,6 +116,29 @@ def test_splitting_the_batch_into_micro_batches_keeps_the_distill_stages(micro_r
             != _update_identity(_distill_opts(load_config(split)))["batch_size"])
 
 
+def test_a_student_may_override_distill_settings(micro_run, tmp_path):
+    """A learning-rate sweep as students of one study: the override reaches that student's
+    training only, and the students without one keep their stages."""
+    from sad_eval.experiment import stage_settings
+
+    root, _ = micro_run
+    text = MICRO.read_text()
+    swept = tmp_path / "micro.yaml"
+    swept.write_text(text.replace("  - {name: tiny, student: tiny}",
+                                  "  - {name: tiny, student: tiny}\n"
+                                  "  - {name: tiny-lr, student: tiny, distill: {lr: 0.002, threads: 1}}"))
+    cfg = load_config(swept)
+    settings = stage_settings(cfg, root)
+    assert settings["distill-tiny-sad-s0"].lr == 0.001 and settings["distill-tiny-lr-sad-s0"].lr == 0.002
+    logs = []
+    run_experiment(swept, root, log=logs.append, progress=False, stages_only=("distill",), only_students=("tiny",))
+    assert logs and all("skip" in str(l) for l in logs)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("{name: tiny, student: tiny}", "{name: tiny, student: tiny, distill: {lr: fast}}"))
+    with pytest.raises(SadEvalError, match=r"students\[0\]\.distill\.lr must be float"):
+        load_config(bad)
+
+
 def test_shard_options_take_commas_or_repeats(micro_run, capsys):
     from sad_eval.cli import main
 
