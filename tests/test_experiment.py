@@ -156,6 +156,9 @@ def test_paired_table_has_a_row_per_student_and_a_seed_count(micro_run):
     paired = (root / "report" / "paired.md").read_text()
     assert "| sad − token (tiny) |" in paired and "hotpotqa ΔCoT" in paired and "alfworld seeds" in paired
     assert "webshop ΔNoAct" in paired
+    by_task = (root / "report" / "paired_tasks.md").read_text()
+    assert "| sad − token (tiny) |" in by_task and "webshop wins / losses" in by_task
+    assert "hotpotqa tasks × seeds" in by_task and " 2 × 1 " in by_task  # micro: 2 eval tasks, 1 seed
 
 
 def test_results_split_invalid_turns_by_the_configs_token_budget(micro_run):

@@ -84,3 +84,26 @@ def test_experiment_tables_show_n_and_env_scores():
     assert "alfworld Score" not in t3.columns  # an env score only under its env
     tex = latex_table(t3)
     assert r"$\pm$" in tex and r"\multicolumn{5}{c}{alfworld}" in tex
+
+
+def test_paired_by_task_differences_are_task_means_with_intervals_and_a_sign_test():
+    from sad_eval.reports.experiment_report import paired_by_task, sign_test_p
+    from sad_eval.trajectory import Episode
+
+    def run(successes, seed):
+        return [Episode(env="webshop", split="test", task_id=f"t{i}", agent="a", seed=seed, success=bool(ok),
+                        score=float(ok)) for i, ok in enumerate(successes)]
+
+    # seed 0: sad solves t0-t5, token t2-t7 (t0,t1 wins; t6,t7 losses); seed 1: both solve t0-t3
+    runs = {("s", "sad", 0, "webshop"): run([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], 0),
+            ("s", "token", 0, "webshop"): run([0, 0, 1, 1, 1, 1, 1, 1, 0, 0], 0),
+            ("s", "sad", 1, "webshop"): run([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], 1),
+            ("s", "token", 1, "webshop"): run([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], 1),
+            ("s", "sad", 2, "webshop"): run([1] * 10, 2)}  # no token run: not paired
+    table = paired_by_task(runs, ["webshop"])
+    row = table.loc["sad − token (s)"]
+    # per-task means over 2 seeds: +50, +50, 0 x4, -50, -50, 0, 0 -> mean 0, sd 33.3, t(9)=2.262 -> 23.8
+    assert row["webshop Δsuccess"] == "0.0 ± 23.8"
+    assert row["webshop wins / losses"] == "2 / 2" and row["webshop tasks × seeds"] == "10 × 2"
+    assert row["webshop p"] == f"{sign_test_p(2, 2):.2g}" == "1"
+    assert sign_test_p(6, 0) == 2 / 64

@@ -152,6 +152,69 @@ def paired(df: pd.DataFrame, envs: list[str], a: str = "sad", b: str = "token",
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def eval_runs(root: Path, cfg) -> dict[tuple[str, str, int, str], list[Episode]]:
+    """The finished student evaluations of a run directory: (student, method, seed, env) -> episodes."""
+    from sad_eval.layout import eval_file, partial_file, student_key
+
+    out = {}
+    for s in cfg.students:
+        for m in cfg.methods:
+            for seed in cfg.seeds:
+                for p in cfg.envs:
+                    key = student_key(s, m, seed)
+                    if not partial_file(root, f"eval-{key}-{p.name}").is_file():
+                        eps = _load(eval_file(root, key, p.name))
+                        if eps:
+                            out[(s.name, m, seed, p.name)] = eps
+    return out
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (McNemar's exact test on the discordant pairs)."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def paired_by_task(runs: dict[tuple[str, str, int, str], list[Episode]], envs: list[str], a: str = "sad",
+                   b: str = "token") -> pd.DataFrame:
+    """`a` minus `b` on the same eval tasks. Per task, the difference of the two methods' success
+    (and env score) averaged over the seeds both were evaluated with; mean ± 95% t-interval over
+    tasks, the unit an eval set samples. So even one seed gives an interval (two students on the
+    same 50 tasks), and more seeds narrow it. wins / losses count the discordant (task, seed)
+    pairs (solved by `a` only / by `b` only), and p is the exact two-sided sign test on them
+    (McNemar)."""
+    rows: dict[str, dict[str, str]] = {}
+    for student in dict.fromkeys(k[0] for k in runs if k[1] == a):
+        cells: dict[str, str] = {}
+        for env in envs:
+            seeds = sorted({k[2] for k in runs if k[0] == student and k[3] == env and k[1] == a}
+                           & {k[2] for k in runs if k[0] == student and k[3] == env and k[1] == b})
+            per_task: dict[str, list[tuple[float, float]]] = {}
+            wins = losses = 0
+            for seed in seeds:
+                left = {e.task_id: e for e in runs[(student, a, seed, env)]}
+                right = {e.task_id: e for e in runs[(student, b, seed, env)]}
+                for t in sorted(set(left) & set(right)):
+                    la, rb = left[t], right[t]
+                    per_task.setdefault(t, []).append((float(la.success) - float(rb.success),
+                                                       float(la.score) - float(rb.score)))
+                    wins += la.success and not rb.success
+                    losses += rb.success and not la.success
+            if not per_task:
+                continue
+            for i, name in ((0, "Δsuccess"), (1, "Δscore")):
+                m, ci = mean_ci([100 * statistics.fmean(d[i] for d in ds) for ds in per_task.values()])
+                cells[f"{env} {name}"] = _cell(m, ci)
+            cells[f"{env} wins / losses"] = f"{wins} / {losses}"
+            cells[f"{env} p"] = f"{sign_test_p(wins, losses):.2g}"
+            cells[f"{env} tasks × seeds"] = f"{len(per_task)} × {len(seeds)}"
+        if cells:
+            rows[f"{a} − {b} ({student})"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     header = "| | " + " | ".join(table.columns) + " |"
     sep = "|---|" + "|".join("---:" for _ in table.columns) + "|"
@@ -416,6 +479,17 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
                       "share of turns without a parsable action (%; lower is better); ΔNoAct counts only "
                       "those that ended before the token budget (format errors, not runaway loops); ΔRej is the "
                       "change in the share of well-formed actions the env rejected (not grounded in the observations).\n", to_markdown(diff)]
+        by_task = pd.concat([paired_by_task(eval_runs(root, cfg), envs, "sad", other)
+                             for other in ("token", "no-seg") if other in cfg.methods])
+        if not by_task.empty:
+            by_task.to_csv(rep / "paired_tasks.csv")
+            (rep / "paired_tasks.md").write_text(to_markdown(by_task))
+            parts += ["## SAD − baseline, paired by task\n",
+                      "The same eval tasks under both methods: per task the difference in success (and the env's "
+                      "score, ×100) averaged over the seeds both ran, then mean ± 95% t-interval over tasks, so one "
+                      "seed already gives an interval. Wins / losses count the (task, seed) pairs that only SAD / only "
+                      "the baseline solved; p is the exact two-sided sign test on them. Episodes of this run "
+                      "directory only (merged shards add summaries, not episodes).\n", to_markdown(by_task)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)
