@@ -248,9 +248,7 @@ def _sas_file(folder: Path, domain: str, problem: str, optimize: bool) -> Path:
 def _read_sas(path: Path) -> Any | None:
     try:
         return pickle.loads(zlib.decompress(path.read_bytes()))
-    except FileNotFoundError:
-        return None
-    except Exception:  # a torn or foreign file is a miss: translate again and overwrite it
+    except Exception:  # absent, torn or foreign: a miss, translated again and overwritten
         return None
 
 

@@ -65,9 +65,10 @@ def _load(path: Path) -> list[Episode]:
     return load_trajectories([path]) if path.is_file() else []
 
 
-def results(root: Path, cfg) -> pd.DataFrame:
-    """Long table: one row per (row label, method, student, seed, env) with all metrics."""
-    from sad_eval.layout import eval_file, partial_file, student_key, teacher_file
+def results(root: Path, cfg, runs: dict | None = None) -> pd.DataFrame:
+    """Long table: one row per (row label, method, student, seed, env) with all metrics.
+    `runs`: the run directory's `eval_runs`, when already loaded."""
+    from sad_eval.layout import teacher_file
 
     rows: list[dict[str, Any]] = []
     teachers = {p.name: _load(teacher_file(root, p.name, "eval")) for p in cfg.envs}
@@ -75,17 +76,9 @@ def results(root: Path, cfg) -> pd.DataFrame:
         if teachers[p.name]:
             rows.append({"row": "teacher", "method": "teacher", "student": "teacher", "seed": 0,
                          "env": p.name, **summarize(teachers[p.name], teachers[p.name])})
-    for s in cfg.students:
-        for m in cfg.methods:
-            for seed in cfg.seeds:
-                for p in cfg.envs:
-                    key = student_key(s, m, seed)
-                    if partial_file(root, f"eval-{key}-{p.name}").is_file():
-                        continue  # an interrupted eval: a partial task set would bias the means
-                    eps = _load(eval_file(root, key, p.name))
-                    if eps:
-                        rows.append({"row": f"{m} ({s.name})", "method": m, "student": s.name, "seed": seed,
-                                     "env": p.name, **summarize(eps, teachers[p.name] or None, max_new_tokens=cfg.max_new_tokens)})
+    for (student, m, seed, env), eps in (eval_runs(root, cfg) if runs is None else runs).items():
+        rows.append({"row": f"{m} ({student})", "method": m, "student": student, "seed": seed,
+                     "env": env, **summarize(eps, teachers[env] or None, max_new_tokens=cfg.max_new_tokens)})
     return pd.DataFrame(rows)
 
 
@@ -162,6 +155,7 @@ def eval_runs(root: Path, cfg) -> dict[tuple[str, str, int, str], list[Episode]]
             for seed in cfg.seeds:
                 for p in cfg.envs:
                     key = student_key(s, m, seed)
+                    # an interrupted eval is left out: a partial task set would bias the means
                     if not partial_file(root, f"eval-{key}-{p.name}").is_file():
                         eps = _load(eval_file(root, key, p.name))
                         if eps:
@@ -444,7 +438,8 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     rep = root / "report"
     rep.mkdir(parents=True, exist_ok=True)
     envs = [p.name for p in cfg.envs]
-    df = results(root, cfg)
+    runs = eval_runs(root, cfg)
+    df = results(root, cfg, runs)
     counts = _param_counts(root, cfg)
     if not df.empty:
         df["params"] = [counts.get(s, float("nan")) for s in df["student"]]
@@ -479,7 +474,7 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
                       "share of turns without a parsable action (%; lower is better); ΔNoAct counts only "
                       "those that ended before the token budget (format errors, not runaway loops); ΔRej is the "
                       "change in the share of well-formed actions the env rejected (not grounded in the observations).\n", to_markdown(diff)]
-        by_task = pd.concat([paired_by_task(eval_runs(root, cfg), envs, "sad", other)
+        by_task = pd.concat([paired_by_task(runs, envs, "sad", other)
                              for other in ("token", "no-seg") if other in cfg.methods])
         if not by_task.empty:
             by_task.to_csv(rep / "paired_tasks.csv")
