@@ -277,7 +277,8 @@ def report_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report here instead of the screen."),
     strict: bool = typer.Option(False, "--strict", help="Fail on corrupt lines instead of skipping them."),
     merge: Optional[List[Path]] = typer.Option(None, "--merge",
-                                               help="With a run directory: other shards' results_long.csv to add."),
+                                               help="With a run directory: other shards' report/results_long.csv "
+                                               "(summaries) or report/episodes.csv (episodes) to add."),
 ):
     """A Table-3 style comparison: rows = runs, columns = env x metric; or an experiment's report."""
     from sad_eval.reports import tables

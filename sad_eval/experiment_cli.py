@@ -26,13 +26,16 @@ def register(app: typer.Typer) -> None:
         methods: Optional[List[str]] = typer.Option(None, "--methods", help="Only these methods: one shard of the "
                                                     "study (repeat or use commas: --methods sad,no-seg)."),
         merge: Optional[List[Path]] = typer.Option(None, "--merge",
-                                                   help="Another shard's report/results_long.csv to add to the tables."),
+                                                   help="Another shard's report/results_long.csv (summaries) or "
+                                                        "report/episodes.csv (episodes, for the paired-by-task table) "
+                                                        "to add to the tables."),
     ):
         """Collect teacher trajectories, distill students, evaluate them, and write the report.
 
         Resumable: finished stages with unchanged inputs are skipped; an interrupted stage resumes.
         Shard a long study with --students/--seeds/--methods (per machine or per session) and bring the shards
-        together with --merge OTHER_RUN/report/results_long.csv.
+        together with --merge OTHER_RUN/report/results_long.csv (and its episodes.csv). Where a run
+        directory does not outlive a session, commit a shard's two CSVs and merge them in the next one.
         """
         from rich.console import Console
 

@@ -273,6 +273,40 @@ def test_shards_merge_into_one_table(micro_run, tmp_path):
     assert len(pd.read_csv(root / "report" / "results_long.csv")) == len(merged)
 
 
+def test_a_shards_episodes_join_the_paired_by_task_table(micro_run, tmp_path):
+    """A shard whose checkpoints are gone (another session) still pairs by task: its
+    report/episodes.csv carries one row per episode, and the run's own episodes win on overlap."""
+    import pandas as pd
+
+    from sad_eval.reports.experiment_report import write_report
+
+    src, _ = micro_run
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    own = pd.read_csv(src / "report" / "episodes.csv", dtype={"task_id": str})
+    assert len(own) == 2 * (1 + 2 + 2) and set(own["method"]) == {"sad", "token"}  # 2 methods × 5 eval tasks
+    # seed 1: sad solves every webshop task, token none, so only the merged seed decides the sign
+    shard = own.assign(seed=1)
+    shard.loc[shard["env"] == "webshop", "success"] = (shard["method"] == "sad").astype(int)
+    shard.to_csv(tmp_path / "episodes.csv", index=False)
+    # a stale copy of seed 0 in the shard must not replace this run's own seed-0 episodes
+    stale = own.assign(success=1 - own["success"])
+    stale.to_csv(tmp_path / "stale.csv", index=False)
+    write_report(root, load_config(MICRO), merge=[tmp_path / "episodes.csv", tmp_path / "stale.csv"])
+    by_task = pd.read_csv(root / "report" / "paired_tasks.csv", index_col=0, dtype=str)
+    row = by_task.loc["sad − token (tiny)"]
+    assert row["webshop tasks × seeds"] == "2 × 2" and row["hotpotqa tasks × seeds"] == "2 × 2"
+    w0 = own[own["env"] == "webshop"].pivot(index="task_id", columns="method", values="success")
+    wins0, losses0 = int(((w0["sad"] == 1) & (w0["token"] == 0)).sum()), int(((w0["token"] == 1) & (w0["sad"] == 0)).sum())
+    assert row["webshop wins / losses"] == f"{wins0 + 2} / {losses0}"
+    # the report's own episodes.csv stays this run's (no merged rows): merging it again is idempotent
+    assert len(pd.read_csv(root / "report" / "episodes.csv")) == len(own)
+    with pytest.raises(SadEvalError, match="not a results_long.csv or episodes.csv"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("task_id,success\nx,1\n")
+        write_report(root, load_config(MICRO), merge=[bad])
+
+
 def test_shard_selection_and_merge_errors_are_clear(tmp_path):
     with pytest.raises(SadEvalError, match=r"unknown student\(s\) \['huge'\]"):
         run_experiment(MICRO, tmp_path / "r", only_students=("huge",), progress=False, log=lambda *a: None)

@@ -399,24 +399,67 @@ def require_results_files(paths) -> None:
         raise SadEvalError(f"--merge: no such results file {', '.join(missing)}")
 
 
+# report/episodes.csv: one row per student episode, so that the paired-by-task table of a study
+# sharded over sessions or machines can pair episodes whose checkpoints are gone
+EPISODE_COLUMNS = ["student", "method", "seed", "env", "task_id", "success", "score", "steps"]
+
+
+def episode_rows(runs: dict[tuple[str, str, int, str], list]) -> pd.DataFrame:
+    rows = [{"student": st, "method": m, "seed": seed, "env": env, "task_id": e.task_id,
+             "success": int(bool(e.success)), "score": float(e.score), "steps": len(e.steps)}
+            for (st, m, seed, env), eps in runs.items() for e in eps]
+    return pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+
+
+def _read_shard(path: Path) -> pd.DataFrame:
+    """A merged file: another shard's report/results_long.csv (summaries) or report/episodes.csv."""
+    what = "results_long.csv or episodes.csv"
+    try:
+        o = pd.read_csv(path, encoding="utf-8", dtype={"task_id": str})
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise SadEvalError(f"{path}: not a {what} (unreadable as UTF-8 CSV: "
+                           f"{str(e).splitlines()[0][:100] or type(e).__name__})") from None
+    need = EPISODE_COLUMNS if "task_id" in o.columns else KEY + ["row", *TABLE_METRICS]
+    missing = [c for c in need if c not in o.columns]
+    if missing:
+        raise SadEvalError(f"{path}: not a {what} (no columns {missing})")
+    return o
+
+
+def _in_config(o: pd.DataFrame, cfg) -> pd.DataFrame:
+    return o[o["env"].isin([p.name for p in cfg.envs])
+             & (o["student"].isin([s.name for s in cfg.students] + ["teacher"]))
+             & o["method"].isin(list(cfg.methods) + ["teacher"])]
+
+
+def merge_episodes(runs: dict, others: list[Path], cfg) -> dict:
+    """`runs` plus the (student, method, seed, env) runs of merged episodes.csv files this run lacks
+    (this run's own episodes win), as records with the fields the paired-by-task table reads."""
+    from types import SimpleNamespace
+
+    out = dict(runs)
+    for path in others:
+        o = _read_shard(path)
+        if "task_id" not in o.columns:
+            continue
+        for (st, m, seed, env), g in _in_config(o, cfg).groupby(["student", "method", "seed", "env"], sort=False):
+            key = (st, m, int(seed), env)
+            if key not in out:
+                out[key] = [SimpleNamespace(task_id=r.task_id, success=bool(r.success), score=float(r.score))
+                            for r in g.itertuples()]
+    return out
+
+
 def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
     """Add other shards' rows (from their results_long.csv) for (method, student, seed, env) this run
-    lacks; rows this run has win. Only the config's students/methods/envs are taken."""
+    lacks; rows this run has win. Only the config's students/methods/envs are taken; episodes.csv
+    files add episodes (`merge_episodes`), not rows."""
     require_results_files(others)
     frames = [df]
     for path in others:
-        try:
-            o = pd.read_csv(path, encoding="utf-8")
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise SadEvalError(f"{path}: not a results_long.csv (unreadable as UTF-8 CSV: "
-                               f"{str(e).splitlines()[0][:100] or type(e).__name__})") from None
-        missing = [c for c in KEY + ["row", *TABLE_METRICS] if c not in o.columns]
-        if missing:
-            raise SadEvalError(f"{path}: not a results_long.csv (no columns {missing})")
-        o = o[o["env"].isin([p.name for p in cfg.envs])
-              & (o["student"].isin([s.name for s in cfg.students] + ["teacher"]))
-              & o["method"].isin(list(cfg.methods) + ["teacher"])]
-        frames.append(o)
+        o = _read_shard(path)
+        if "task_id" not in o.columns:
+            frames.append(_in_config(o, cfg))
     merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
     if merged.empty:
         return merged
@@ -432,7 +475,7 @@ def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
 
 def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     """Write every table and figure into ROOT/report and tie them together in report.md.
-    `merge`: other shards' results_long.csv files whose rows join this run's."""
+    `merge`: other shards' results_long.csv (rows) and episodes.csv (episodes) that join this run's."""
     from sad_eval.provenance import versions
 
     rep = root / "report"
@@ -444,6 +487,8 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     if not df.empty:
         df["params"] = [counts.get(s, float("nan")) for s in df["student"]]
     df = merge_results(df, list(merge), cfg)
+    episode_rows(runs).to_csv(rep / "episodes.csv", index=False)  # this run's own episodes only
+    runs = merge_episodes(runs, list(merge), cfg)
     for s, n in (df.dropna(subset=["params"]).groupby("student")["params"].first().items()
                  if "params" in df else ()):
         counts.setdefault(s, int(n))
@@ -484,7 +529,7 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
                       "score, ×100) averaged over the seeds both ran, then mean ± 95% t-interval over tasks, so one "
                       "seed already gives an interval. Wins / losses count the (task, seed) pairs that only SAD / only "
                       "the baseline solved; p is the exact two-sided sign test on them. Episodes of this run "
-                      "directory only (merged shards add summaries, not episodes).\n", to_markdown(by_task)]
+                      "directory and of merged shards' episodes.csv.\n", to_markdown(by_task)]
     ablation = [m for m in cfg.methods if m not in ("sad", "token")]
     if ablation:
         who = cfg.report.get("ablation_student", cfg.students[0].name)
