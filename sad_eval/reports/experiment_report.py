@@ -432,14 +432,14 @@ def _in_config(o: pd.DataFrame, cfg) -> pd.DataFrame:
              & o["method"].isin(list(cfg.methods) + ["teacher"])]
 
 
-def merge_episodes(runs: dict, others: list[Path], cfg) -> dict:
-    """`runs` plus the (student, method, seed, env) runs of merged episodes.csv files this run lacks
-    (this run's own episodes win), as records with the fields the paired-by-task table reads."""
+def merge_episodes(runs: dict, shards: list[pd.DataFrame], cfg) -> dict:
+    """`runs` plus the (student, method, seed, env) runs of merged episodes.csv files (read by
+    `_read_shard`) this run lacks (this run's own episodes win), as records with the fields the
+    paired-by-task table reads."""
     from types import SimpleNamespace
 
     out = dict(runs)
-    for path in others:
-        o = _read_shard(path)
+    for o in shards:
         if "task_id" not in o.columns:
             continue
         for (st, m, seed, env), g in _in_config(o, cfg).groupby(["student", "method", "seed", "env"], sort=False):
@@ -455,11 +455,11 @@ def merge_results(df: pd.DataFrame, others: list[Path], cfg) -> pd.DataFrame:
     lacks; rows this run has win. Only the config's students/methods/envs are taken; episodes.csv
     files add episodes (`merge_episodes`), not rows."""
     require_results_files(others)
-    frames = [df]
-    for path in others:
-        o = _read_shard(path)
-        if "task_id" not in o.columns:
-            frames.append(_in_config(o, cfg))
+    return _merge_rows(df, [_read_shard(p) for p in others], cfg)
+
+
+def _merge_rows(df: pd.DataFrame, shards: list[pd.DataFrame], cfg) -> pd.DataFrame:
+    frames = [df] + [_in_config(o, cfg) for o in shards if "task_id" not in o.columns]
     merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
     if merged.empty:
         return merged
@@ -486,9 +486,11 @@ def write_report(root: Path, cfg, merge: list[Path] = ()) -> Path:
     counts = _param_counts(root, cfg)
     if not df.empty:
         df["params"] = [counts.get(s, float("nan")) for s in df["student"]]
-    df = merge_results(df, list(merge), cfg)
+    require_results_files(merge)
+    shards = [_read_shard(Path(m)) for m in merge]  # each merged file read once
+    df = _merge_rows(df, shards, cfg)
     episode_rows(runs).to_csv(rep / "episodes.csv", index=False)  # this run's own episodes only
-    runs = merge_episodes(runs, list(merge), cfg)
+    runs = merge_episodes(runs, shards, cfg)
     for s, n in (df.dropna(subset=["params"]).groupby("student")["params"].first().items()
                  if "params" in df else ()):
         counts.setdefault(s, int(n))
