@@ -28,11 +28,11 @@ from sad_eval.layout import ckpt_dir, eval_file, partial_file, student_key, teac
 from sad_eval.statefiles import CorruptStateFile, read_json_state, write_json_atomic, write_text_atomic
 
 # settings that change speed, not results: left out of stage digests so a rerun with another
-# thread count resumes instead of starting over
-SPEED_ONLY = ("threads", "prefix_cache")
+# thread or process count resumes instead of starting over
+SPEED_ONLY = ("threads", "prefix_cache", "workers")
 # the eval and collect sections' keys: the RunSettings fields (sad_eval/settings.py) those stages take
 # from the config (the rest come from the env plans)
-SECTION_KEYS = {"eval": ("batch", "max_new_tokens", "threads", "prefix_cache", "vote"),
+SECTION_KEYS = {"eval": ("batch", "max_new_tokens", "threads", "prefix_cache", "vote", "workers"),
                 "collect": ("workers", "samples", "batch", "teacher_topk")}
 METHODS = ("sad", "token", "no-seg", "reason-only", "action-only", "random-span")
 
@@ -339,17 +339,19 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
                    stages_only: tuple[str, ...] | None = None, progress: bool = True,
                    threads: int | None = None, only_students: tuple[str, ...] = (),
                    only_seeds: tuple[int, ...] = (), merge: tuple[Path, ...] = (),
-                   only_methods: tuple[str, ...] = ()) -> Path:
+                   only_methods: tuple[str, ...] = (), eval_workers: int | None = None) -> Path:
     """Run (or resume) an experiment.
 
-    `threads` overrides the config's CPU threads for distill and eval; it is a speed setting, so it
-    is not part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard
+    `threads` overrides the config's CPU threads for distill and eval, `eval_workers` its eval
+    processes per model; both are speed settings, so neither is part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard
     of the study (on another machine, or in another session); `merge` adds the rows of other
     shards' results_long.csv to the report, so the shards' tables come together without their
     checkpoints."""
     from sad_eval.provenance import versions
 
     cfg = load_config(config_path)
+    if eval_workers:
+        cfg.eval["workers"] = int(eval_workers)
     if threads:
         cfg.distill["threads"] = cfg.eval["threads"] = int(threads)
         for st in cfg.students:
@@ -539,7 +541,7 @@ def eval_settings(cfg: ExperimentConfig, student: Student, method: str, seed: in
                        n=plan.eval_tasks, subset=plan.subset, max_steps=plan.max_steps,
                        out=eval_file(root, key, plan.name), seed=seed, batch=int(e.get("batch", 8)),
                        max_new_tokens=cfg.max_new_tokens, prefix_cache=bool(e.get("prefix_cache", True)),
-                       vote=int(e.get("vote", 1)),
+                       vote=int(e.get("vote", 1)), workers=int(e.get("workers", 1)),
                        threads=int(e["threads"]) if e.get("threads") else None, progress=progress)
 
 

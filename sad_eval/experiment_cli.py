@@ -18,6 +18,10 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                               help="CPU threads for distill and eval (overrides the config)."),
+        eval_workers: Optional[int] = typer.Option(None, "--eval-workers", min=1,
+                                                   help="Eval processes per student, each on every N-th task "
+                                                        "(overrides the config's eval.workers; with --threads 1 on a "
+                                                        "small CPU)."),
         students: Optional[List[str]] = typer.Option(None, "--students",
                                                      help="Only these students (by name): one shard of the study "
                                                           "(repeat or use commas)."),
@@ -53,7 +57,7 @@ def register(app: typer.Typer) -> None:
             raise SadEvalError(f"unknown stage(s) {bad}; choose from collect, distill, eval, report")
         console = Console()
         root = run_experiment(config, out, log=console.print, stages_only=tuple(stage) if stage else None,
-                              progress=not no_progress, threads=threads,
+                              progress=not no_progress, threads=threads, eval_workers=eval_workers,
                               only_students=tuple(students or ()), only_seeds=tuple(seed_list),
                               only_methods=tuple(methods or ()),
                               merge=tuple(merge or ()))

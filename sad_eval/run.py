@@ -201,7 +201,7 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
                     progress: bool) -> RunOutcome:
     from sad_eval.agents.registry import make_policy
     from sad_eval.envs import make_env
-    from sad_eval.harness import plan_jobs, rollout, rollout_parallel
+    from sad_eval.harness import plan_jobs, rollout, rollout_parallel, rollout_sharded
 
     env_name = cfg.spec.env
     topk = cfg.spec.top_logprobs
@@ -246,6 +246,9 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
         if todo:
             if cfg.workers > 1 and cfg.spec.agent_kind.worker_processes:
                 rollout_parallel(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.workers, record)
+            elif cfg.workers > 1 and cfg.policy is None and cfg.spec.agent_kind.shard_processes:
+                rollout_sharded(cfg.spec, env_name, cfg.env_kwargs, cfg.split, todo, cfg.seed, cfg.batch,
+                                cfg.workers, record)
             else:
                 if cfg.spec.kind == "hf":
                     _quiet_transformers()

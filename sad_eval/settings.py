@@ -72,7 +72,8 @@ class RunSettings:
     seed: int = flag(0, "--seed", "Env and sampling seed.",
                      per_command={COLLECT: {"help": "Env and sampling seed (sample k uses seed + k)."}})
     batch: int | None = flag(None, "--batch", BATCH_HELP, at_least=1)
-    workers: int = flag(1, "--workers", "Processes for scripted experts (CPU-bound).", at_least=1)
+    workers: int = flag(1, "--workers", "Processes: scripted experts share the jobs; a local model runs one copy "
+                        "per process on every N-th job (use with --threads 1 on a small CPU).", at_least=1)
     out: Path | None = flag(None, "--out", "Output JSONL (default runs/KIND-AGENT-ENV-SPLIT.jsonl).")
     shard: str | None = flag(None, "--shard", "Run shard i/n of the task list.")
     overwrite: bool = flag(False, "--overwrite", "Start over instead of resuming.")
@@ -223,6 +224,11 @@ def run_config(s: RunSettings, policy: Any = None):
         exemplars = parse_spec(exemplars)
     if s.vote > 1 and (policy is not None or kind.name != "hf"):
         raise SadEvalError("--vote applies to HF checkpoints (a checkpoint dir or a built-in model) only")
+    if s.workers > 1 and policy is None and not (kind.worker_processes or kind.shard_processes):
+        raise SadEvalError(f"--workers applies to scripted experts and local models; {kind.name} agents "
+                           "run in this process (an endpoint takes --batch concurrent requests instead)")
+    if s.workers > 1 and s.teacher_topk:
+        raise SadEvalError("--workers and --teacher-topk do not combine: the top-k sidecar is written by one process")
     if s.vote > 1 and s.teacher_topk:
         raise SadEvalError("--vote and --teacher-topk do not combine: a teacher's distributions are of one turn")
     spec = AgentSpec(agent=s.agent, env=s.env, chat=s.chat, base_url=base_url, api=s.api, max_context=s.max_context,

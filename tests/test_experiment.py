@@ -92,8 +92,8 @@ def test_figures_are_valid_pngs_of_nontrivial_size(micro_run):
 def test_rerun_skips_unchanged_stages(micro_run):
     root, _ = micro_run
     logs = []
-    # another thread count is a speed setting, not a new experiment
-    run_experiment(MICRO, root, log=logs.append, progress=False, threads=2)
+    # another thread or eval-process count is a speed setting, not a new experiment
+    run_experiment(MICRO, root, log=logs.append, progress=False, threads=2, eval_workers=2)
     assert logs and all("skip" in str(l) for l in logs)
 
 
@@ -320,3 +320,20 @@ def test_shard_selection_and_merge_errors_are_clear(tmp_path):
 
     with pytest.raises(SadEvalError, match="not a results_long.csv"):
         merge_results(__import__("pandas").DataFrame(), [bad], load_config(MICRO))
+
+
+def test_eval_workers_reach_the_eval_stage_command(tmp_path):
+    """eval.workers (or --eval-workers) runs each student's eval in that many processes; the stage's
+    command says so, and the command parses back to the same settings."""
+    import shlex
+
+    from sad_eval.cli import parse_settings
+    from sad_eval.experiment import eval_settings, stage_command
+
+    cfg_path = tmp_path / "w.yaml"
+    cfg_path.write_text(MICRO.read_text().replace("eval: {batch: 4,", "eval: {workers: 2, batch: 4,"))
+    cfg = load_config(cfg_path)
+    s = eval_settings(cfg, cfg.students[0], "sad", 0, cfg.envs[0], tmp_path)
+    assert s.workers == 2
+    command = stage_command(s)
+    assert "--workers 2" in command and parse_settings(shlex.split(command)) == s

@@ -124,6 +124,42 @@ def test_batched_equals_sequential_under_greedy(tmp_path, tiny_checkpoint, data_
     assert key(seq) == key(bat)
 
 
+def test_model_eval_in_two_processes_equals_one(tmp_path, tiny_checkpoint, data_root):
+    """--workers 2 for a local model: each process plays every 2nd job in its own lockstep batch;
+    the file holds each task once, with the same greedy turns as a one-process run."""
+    kw = dict(limit=4, batch=2, env_kwargs={"max_steps": 3}, decoding=DecodingConfig(max_new_tokens=10))
+    one = run(tiny_checkpoint, "hotpotqa", tmp_path / "one.jsonl", **kw)
+    two = run(tiny_checkpoint, "hotpotqa", tmp_path / "two.jsonl", workers=2, **kw)
+    key = lambda eps: {e.task_id: [(s.reasoning, s.action, s.observation) for s in e.steps] for e in eps}  # noqa: E731
+    assert len(two) == 4 and key(one) == key(two)
+    ids = [e.task_id for e in read_trajectories(tmp_path / "two.jsonl")]
+    assert sorted(ids) == sorted(key(one)) and len(set(ids)) == 4
+    assert json.loads(manifest_path(tmp_path / "two.jsonl").read_text())["workers"] == 2
+    # a resume with one process finds nothing left to do
+    assert run(tiny_checkpoint, "hotpotqa", tmp_path / "two.jsonl", **kw) == []
+
+
+def test_a_worker_that_cannot_load_its_model_fails_the_run_with_one_error(tmp_path, tiny_checkpoint, data_root):
+    import shutil
+
+    bad = tmp_path / "no-weights"  # passes the recorder's checks; each worker fails to load it
+    shutil.copytree(tiny_checkpoint, bad, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(SadEvalError, match="cannot load checkpoint"):
+        run(bad, "hotpotqa", tmp_path / "bad.jsonl", limit=2, workers=2)
+    out = tmp_path / "bad.jsonl"
+    assert not out.exists() or not list(read_trajectories(out))  # nothing recorded as if it were an episode
+
+
+def test_workers_are_refused_where_they_cannot_apply(tmp_path, capsys):
+    from sad_eval.cli import main
+
+    rc = main(["eval", "--agent", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--env", "hotpotqa",
+               "--workers", "2", "--out", str(tmp_path / "x.jsonl"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--workers applies to scripted experts and local models" in err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path, tiny_checkpoint, data_root):
     out = tmp_path / "killed.jsonl"
     cmd = [sys.executable, "-m", "sad_eval.cli", "eval", "--agent", str(tiny_checkpoint), "--env", "hotpotqa",

@@ -44,6 +44,7 @@ class AgentKind:
     batch: int = MODEL_BATCH  # default episodes in lockstep
     generates: bool = True  # a model: decoding, chat, exemplars and top-k log-probs apply
     worker_processes: bool = False  # --workers > 1 runs it in separate processes (CPU-bound, picklable)
+    shard_processes: bool = False  # --workers > 1 runs one copy per process, each on its share of the jobs
     endpoint: bool = False  # served over HTTP: needs a base URL (--base-url or $OPENAI_BASE_URL)
 
 
@@ -210,8 +211,8 @@ KINDS: list[AgentKind] = [
               _scripted_env_kwargs, batch=SCRIPTED_BATCH, generates=False, worker_processes=True),
     AgentKind("openai", OPENAI_PREFIX + "MODEL", lambda a: a.startswith(OPENAI_PREFIX), _build_openai, endpoint=True),
     # a built-in model (built into the cache by `sad-eval models pull`) is a checkpoint like any other
-    AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS, _build_hf),
-    AgentKind("hf", "checkpoint dir", lambda a: True, _build_hf),  # the catch-all: stays last
+    AgentKind("hf", " | ".join(BUILT_IN_MODELS), lambda a: a in BUILT_IN_MODELS, _build_hf, shard_processes=True),
+    AgentKind("hf", "checkpoint dir", lambda a: True, _build_hf, shard_processes=True),  # the catch-all: stays last
 ]
 # a user's own Policy object (the Python API): its manifest records no decoding (it is not ours)
 CUSTOM = AgentKind("custom", "a Policy object (Python API)", lambda a: False, _not_rebuilt, generates=False)
