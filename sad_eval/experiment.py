@@ -343,10 +343,10 @@ def run_experiment(config_path: str | Path, out: str | Path | None = None, log: 
     """Run (or resume) an experiment.
 
     `threads` overrides the config's CPU threads for distill and eval, `eval_workers` its eval
-    processes per model; both are speed settings, so neither is part of any stage's identity. `only_students`/`only_seeds`/`only_methods` run one shard
-    of the study (on another machine, or in another session); `merge` adds the rows of other
-    shards' results_long.csv to the report, so the shards' tables come together without their
-    checkpoints."""
+    processes per model; both are speed settings, so neither is part of any stage's identity.
+    `only_students`/`only_seeds`/`only_methods` run one shard of the study (on another machine, or
+    in another session); `merge` adds the rows of other shards' results_long.csv to the report, so
+    the shards' tables come together without their checkpoints."""
     from sad_eval.provenance import versions
 
     cfg = load_config(config_path)

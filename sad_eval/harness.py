@@ -171,6 +171,13 @@ def rollout_parallel(spec, env_name: str, env_kwargs: dict, split: str, jobs: Se
 
 # ---------------------------------------------------------------- sharded lockstep engine (local models)
 
+def quiet_transformers() -> None:
+    """transformers' own "Loading weights" bars would interleave with the recorder's progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _die_with_parent() -> None:
     """Linux: end this worker when the recording process dies (a SIGKILLed run leaves no orphans
     computing episodes nobody records)."""
@@ -193,10 +200,8 @@ def _shard_main(spec, env_name: str, env_kwargs: dict, split: str, jobs: list, s
     from sad_eval.errors import SadEvalError
 
     try:
-        if spec.kind == "hf":  # its own "Loading weights" bar would interleave with the recorder's
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
+        if spec.kind == "hf":
+            quiet_transformers()
         policy = make_policy(spec)
         rollout(lambda: make_env(env_name, split=split, **env_kwargs), policy, env_name, split, jobs, seed, batch,
                 lambda ep: results.put(("episode", ep.to_dict())))
@@ -212,8 +217,8 @@ def rollout_sharded(spec, env_name: str, env_kwargs: dict, split: str, jobs: Seq
     """`rollout` in ``workers`` processes, each with its own copy of the policy playing its share of
     ``jobs`` (every ``workers``-th, a fixed split, so which episodes share a batch does not depend
     on timing) in lockstep batches of ``batch``. For a local model on a small CPU: two one-thread
-    copies finish an eval ~2x sooner than one, where one two-thread copy gains far less
-    (benchmarks/eval_workers.py). Episodes are recorded by this process as they arrive."""
+    copies ran an eval 1.73x faster than one, one two-thread copy 1.25x
+    (benchmarks/bench_eval_workers.py). Episodes are recorded by this process as they arrive."""
     import multiprocessing as mp
     import queue as queue_mod
 

@@ -172,13 +172,6 @@ def execute(cfg: RunConfig, on_episode: Callable[[Episode], None] | None = None,
     return execute_run(cfg, on_episode, progress).new
 
 
-def _quiet_transformers() -> None:
-    """transformers' own "Loading weights" bars would interleave with our progress bar."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def _policy_manifest(policy: Any) -> dict[str, Any]:
     """What a built policy adds to the manifest: e.g. the model id an endpoint actually serves."""
     extra = getattr(policy, "manifest_extra", None)
@@ -201,7 +194,7 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
                     progress: bool) -> RunOutcome:
     from sad_eval.agents.registry import make_policy
     from sad_eval.envs import make_env
-    from sad_eval.harness import plan_jobs, rollout, rollout_parallel, rollout_sharded
+    from sad_eval.harness import plan_jobs, quiet_transformers, rollout, rollout_parallel, rollout_sharded
 
     env_name = cfg.spec.env
     topk = cfg.spec.top_logprobs
@@ -251,7 +244,7 @@ def _execute_locked(cfg: RunConfig, out: Path, on_episode: Callable[[Episode], N
                                 cfg.workers, record)
             else:
                 if cfg.spec.kind == "hf":
-                    _quiet_transformers()
+                    quiet_transformers()
                 policy = cfg.policy if cfg.policy is not None else make_policy(cfg.spec)
                 extra = _policy_manifest(policy)
                 if extra:  # (what the endpoint reported is not part of the resume identity)
